@@ -1,0 +1,177 @@
+"""The ``ppbench`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from typing import Callable
+
+from .config import DTYPES, OPTIMIZERS, TRANSPORTS, ConfigError, RunConfig
+from .launch import in_mpi_job, run_mpi
+from .models import PRESETS
+from .schedules import SCHEDULES
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    ns = parser.parse_args(argv)
+    if not hasattr(ns, "handler"):
+        parser.print_help()
+        return 2
+    return ns.handler(ns, argv)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ppbench", description="Pipeline-parallel schedules over MPI: "
+                                     "reference implementations, gradient equivalence, measurements.")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    sched = sub.add_parser("schedule", help="print a schedule's per-rank action lists")
+    sched.add_argument("name", choices=list(SCHEDULES))
+    sched.add_argument("--stages", "-p", type=int, required=True, help="pipeline stages p")
+    sched.add_argument("--microbatches", "-m", type=int, required=True, help="microbatches m")
+    sched.add_argument("--comm", action="store_true", help="include send/recv actions")
+    sched.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    sched.set_defaults(handler=_cmd_schedule)
+
+    check = sub.add_parser("check", help="compare a pipeline's gradients with single-process training")
+    _add_run_options(check)
+    check.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    check.add_argument("--timeout", type=float, default=900.0, help="seconds before the MPI job is killed")
+    check.set_defaults(handler=_cmd_check)
+    return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    d = RunConfig()
+    parser.add_argument("--schedule", default=d.schedule, help=f"one of {', '.join(SCHEDULES)} (default {d.schedule})")
+    parser.add_argument("--pp", type=int, default=d.pp, help=f"pipeline stages (default {d.pp})")
+    parser.add_argument("--dp", type=int, default=d.dp, help=f"data-parallel replicas (default {d.dp})")
+    parser.add_argument("--microbatches", "-m", type=int, default=d.microbatches,
+                        help=f"microbatches per step (default {d.microbatches})")
+    parser.add_argument("--global-batch", type=int, default=d.global_batch,
+                        help="samples per step over all replicas (default 2 x microbatches x dp)")
+    parser.add_argument("--model", default=d.model, help=f"one of {', '.join(PRESETS)} (default {d.model})")
+    parser.add_argument("--size", default=d.size, help=f"model preset: tiny, small, medium (default {d.size})")
+    parser.add_argument("--dtype", default=d.dtype, help=f"one of {', '.join(DTYPES)} (default {d.dtype})")
+    parser.add_argument("--seed", type=int, default=d.seed, help=f"weights and data seed (default {d.seed})")
+    parser.add_argument("--steps", type=int, default=d.steps,
+                        help="optimizer steps; 0 compares the gradients of one step (default 0)")
+    parser.add_argument("--optimizer", default=d.optimizer, help=f"one of {', '.join(OPTIMIZERS)} (default {d.optimizer})")
+    parser.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr})")
+    parser.add_argument("--transport", default=d.transport, help=f"one of {', '.join(TRANSPORTS)} (default auto)")
+    parser.add_argument("--fault", default="", help="testing aid: RANK:ACTION raises on that world rank at that "
+                        "action (e.g. 1:B2)")
+
+
+def _config(ns: argparse.Namespace) -> RunConfig:
+    return RunConfig(schedule=ns.schedule, pp=ns.pp, dp=ns.dp, microbatches=ns.microbatches,
+                     global_batch=ns.global_batch, model=ns.model, size=ns.size, dtype=ns.dtype, seed=ns.seed,
+                     steps=ns.steps, optimizer=ns.optimizer, lr=ns.lr, transport=ns.transport,
+                     fault=ns.fault)
+
+
+def _error(message: str) -> int:
+    print(f"ppbench: error: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+def _cmd_schedule(ns: argparse.Namespace, argv: list[str]) -> int:
+    from .schedules import add_communication, compute_order
+    from .simulator import Costs, simulate
+
+    if ns.stages < 1 or ns.microbatches < 1:
+        return _error(f"--stages and --microbatches must be >= 1, got {ns.stages} and {ns.microbatches}")
+    p, m = ns.stages, ns.microbatches
+    compute = [compute_order(ns.name, p, m, r) for r in range(p)]
+    full = [add_communication(acts, p, r) for r, acts in enumerate(compute)]
+    shown = full if ns.comm else compute
+    if ns.json:
+        print(json.dumps({"schedule": ns.name, "stages": p, "microbatches": m,
+                          "ranks": [[a.to_dict() for a in acts] for acts in shown]}))
+        return 0
+    print(f"{ns.name}: p={p} stages, m={m} microbatches; action order per rank")
+    for r, acts in enumerate(shown):
+        print(f"  rank {r}: " + " ".join(map(str, acts)))
+    print("\ntimeline (simulated: F = 1 unit, B = 2 units, free communication; '.' = idle)")
+    print(timeline_text(simulate(full, Costs(fwd=1, bwd=2)), p))
+    return 0
+
+
+def timeline_text(result, p: int) -> str:
+    """The classic pipeline diagram as text: one row per rank, one cell per time unit
+    (``F3`` = forward of microbatch 3 for one unit, ``..`` = idle)."""
+    width = int(round(result.makespan))
+    cell = 1 + max((len(str(e.action.mb)) for e in result.events), default=1)
+    rows = []
+    for r in range(p):
+        cells = ["." * cell] * width
+        for e in result.by_rank(r):
+            if e.action.is_compute:
+                for t in range(int(round(e.start)), int(round(e.end))):
+                    cells[t] = f"{e.action.op}{e.action.mb}".ljust(cell)
+        rows.append(f"  rank {r} |" + "".join(cells) + "|")
+    return "\n".join(rows)
+
+
+def _cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
+    try:
+        cfg = _config(ns).validate()
+    except ConfigError as exc:
+        return _error(str(exc))
+    if cfg.pp * cfg.dp > 1 and not in_mpi_job():
+        return run_mpi(cfg.pp * cfg.dp, [sys.executable, "-m", "ppbench", *argv], ns.timeout)
+    return on_every_rank(lambda comm: _check_on_rank(cfg, ns, comm))
+
+
+def _check_on_rank(cfg: RunConfig, ns: argparse.Namespace, comm) -> int:
+    from .check import run_check
+
+    result = run_check(cfg, comm)
+    if comm.Get_rank() == 0:
+        print(json.dumps(result) if ns.json else _check_text(result), flush=True)
+    return 0 if result["passed"] else 1
+
+
+def _check_text(r: dict) -> str:
+    stages = " ".join(f"[{a}..{b}]" for a, b in r["stage_layers"])
+    lines = [
+        f"ppbench check: {r['schedule']}  pp={r['pp']} dp={r['dp']} microbatches={r['microbatches']}  "
+        f"model={r['model']}/{r['size']} {r['dtype']}  global batch={r['global_batch']}  steps={r['steps']}"
+        + (f" ({r['optimizer']}, lr={r['lr']})" if r["steps"] else ""),
+        f"  stage layers: {stages}",
+        f"  loss {r['loss']:.12g}  (reference {r['ref_loss']:.12g}, rel err {r['loss_rel_err']:.2e})",
+        f"  gradients:  max abs err {r['grad_max_abs_err']:.2e}  max rel err {r['grad_max_rel_err']:.2e}",
+    ]
+    if r["steps"]:
+        lines.append(f"  parameters after {r['steps']} steps: max abs err {r['param_max_abs_err']:.2e}  "
+                     f"max rel err {r['param_max_rel_err']:.2e}")
+    verdict = "EQUIVALENT" if r["passed"] else "NOT EQUIVALENT"
+    lines.append(f"  {verdict}: max rel err {r['max_rel_err']:.2e} vs tolerance {r['tolerance']:.0e}")
+    return "\n".join(lines)
+
+
+def on_every_rank(work: Callable[[object], int]) -> int:
+    """Run ``work(COMM_WORLD)`` on this rank. A ConfigError (raised alike on every rank) exits 2
+    with one message; any other exception is printed with this rank's number and aborts the
+    whole job, so no rank is left waiting."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    try:
+        return work(comm)
+    except ConfigError as exc:
+        if comm.Get_rank() == 0:
+            _error(str(exc))
+        return 2
+    except Exception as exc:  # noqa: BLE001 - any failure must end the job
+        tb = traceback.format_exc()
+        print(f"ppbench: rank {comm.Get_rank()} of {comm.Get_size()} failed: {exc}\n{tb}", file=sys.stderr, flush=True)
+        if comm.Get_size() > 1:
+            comm.Abort(1)
+        return 1

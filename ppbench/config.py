@@ -1,0 +1,142 @@
+"""Run configuration and its validation: every bad value is rejected before any work starts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+
+from .models import PRESETS, model_config
+from .schedules import SCHEDULES
+
+__all__ = ["RunConfig", "ConfigError", "InjectedFault", "DTYPES", "OPTIMIZERS", "TRANSPORTS"]
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+OPTIMIZERS = ("sgd", "adam")
+TRANSPORTS = ("auto", "blocking", "nonblocking")
+
+
+class ConfigError(ValueError):
+    """A configuration value is not allowed; ``field`` names it."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"invalid {field}: {message}")
+
+
+class InjectedFault(RuntimeError):
+    """Raised on purpose by ``RunConfig.fault`` to test failure handling."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    schedule: str = "1f1b"        # one of SCHEDULES
+    pp: int = 2                   # pipeline stages p
+    dp: int = 1                   # data-parallel replicas d; world size = pp * dp
+    microbatches: int = 4         # m, per replica per step
+    global_batch: int = 0         # samples per step over all replicas; 0 means 2 * m * dp
+    model: str = "mlp"            # model family: mlp or gpt
+    size: str = "tiny"            # preset within the family
+    dtype: str = "float64"        # float32 or float64
+    seed: int = 0                 # weights and data are a function of the seed alone
+    steps: int = 0                # optimizer steps (0: gradients of one step only)
+    optimizer: str = "sgd"        # sgd (momentum 0.9) or adam
+    lr: float = 0.01              # learning rate
+    transport: str = "auto"       # blocking, nonblocking, or auto (naive: blocking; others: nonblocking)
+    fault: str = ""               # testing aid: "RANK:ACTION" (e.g. "1:B2") raises there; "" for none
+
+    @property
+    def batch(self) -> int:
+        return self.global_batch or 2 * self.microbatches * self.dp
+
+    @property
+    def microbatch_size(self) -> int:
+        return self.batch // (self.microbatches * self.dp)
+
+    @property
+    def fault_target(self) -> tuple[int, str] | None:
+        """(world rank, action string) of the injected fault, if any."""
+        if not self.fault:
+            return None
+        rank, action = self.fault.split(":")
+        return int(rank), action
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    @property
+    def resolved_transport(self) -> str:
+        if self.transport != "auto":
+            return self.transport
+        return "blocking" if self.schedule == "naive" else "nonblocking"
+
+    def model_config(self):
+        return model_config(self.model, self.size)
+
+    def validate(self, world_size: int | None = None) -> "RunConfig":
+        """Raise ConfigError naming the first bad field; return self when all is well.
+
+        Depends only on the configuration and the world size, so every rank decides alike.
+        """
+        for f in fields(self):
+            value, expected = getattr(self, f.name), type(f.default)
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                continue
+            if type(value) is not expected:
+                raise ConfigError(f.name, f"expected {expected.__name__}, got {type(value).__name__} {value!r}")
+        _choice("schedule", self.schedule, list(SCHEDULES))
+        _choice("model", self.model, list(PRESETS))
+        _choice("size", self.size, list(PRESETS[self.model]))
+        _choice("dtype", self.dtype, list(DTYPES))
+        _choice("optimizer", self.optimizer, list(OPTIMIZERS))
+        _choice("transport", self.transport, list(TRANSPORTS))
+        _fault("fault", self.fault, self.pp * self.dp)
+        _at_least("pp", self.pp, 1)
+        _at_least("dp", self.dp, 1)
+        _at_least("microbatches", self.microbatches, 1)
+        _at_least("global_batch", self.global_batch, 0)
+        _at_least("steps", self.steps, 0)
+        if not self.lr > 0:
+            raise ConfigError("lr", f"must be > 0, got {self.lr}")
+        if self.batch % (self.microbatches * self.dp):
+            raise ConfigError("global_batch", f"{self.batch} does not split into microbatches x dp = "
+                              f"{self.microbatches} x {self.dp} = {self.microbatches * self.dp} equal microbatches; "
+                              f"allowed: multiples of {self.microbatches * self.dp}")
+        layers = self.model_config().num_layers
+        if self.pp > layers:
+            raise ConfigError("pp", f"{self.pp} stages but model {self.model}/{self.size} has only {layers} layers; "
+                              f"allowed: 1..{layers}")
+        if world_size is not None and self.pp * self.dp != world_size:
+            raise ConfigError("pp x dp", f"pp={self.pp} x dp={self.dp} = {self.pp * self.dp} must equal the MPI "
+                              f"world size {world_size}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _choice(name: str, value: object, allowed: list[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(name, f"{value!r} is not one of: {', '.join(allowed)}")
+
+
+def _at_least(name: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(name, f"must be an integer >= {low}, got {value}")
+
+
+def _fault(name: str, value: str, world: int) -> None:
+    if not value:
+        return
+    from .actions import parse_action
+
+    rank, _, action = value.partition(":")
+    try:
+        parse_action(action)
+        ok = rank.isdigit() and int(rank) < world
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(name, f"{value!r} is not RANK:ACTION with 0 <= RANK < {world} and ACTION like F0, B2, "
+                          "SEND_F1, RECV_B3")
