@@ -1,0 +1,47 @@
+"""Test and benchmark sessions.
+
+Every session runs in the environment nox is started from (``venv_backend="none"``): ppbench
+must already be installed there (see README). This is deliberate: the torch you chose, CPU or
+CUDA, is the one tested, and no session ever downloads a multi-GB torch build of its own.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["mpi_tests"]
+nox.options.default_venv_backend = "none"
+
+PYTEST = ["python", "-m", "pytest", "-p", "no:cacheprovider", "--timeout=300", "--timeout_method=thread"]
+
+
+def _require_ppbench(session: nox.Session) -> None:
+    try:
+        session.run("python", "-c", "import ppbench, torch, mpi4py", silent=True)
+    except nox.command.CommandFailed:
+        session.error("ppbench is not installed in this environment; run the README's install command first "
+                      "(pip install torch==2.13.0 -e \".[mpich,test,bench]\")")
+
+
+@nox.session
+def mpi_tests(session: nox.Session) -> None:
+    """All tests: the plain ones once, then the MPI ones under mpiexec at each world size.
+
+    World sizes come from PPBENCH_TEST_WORLD_SIZES (default "1 2 4"); extra arguments are passed
+    to pytest, e.g. ``nox -s mpi_tests -- -k 1f1b -x``. Every MPI job is killed after 600 s.
+    """
+    _require_ppbench(session)
+    session.run(*PYTEST, "-m", "not mpi", *session.posargs)
+    for size in os.environ.get("PPBENCH_TEST_WORLD_SIZES", "1 2 4").split():
+        session.log(f"MPI tests at world size {size}")
+        session.run("python", "-m", "ppbench.launch", "-n", size, "--timeout", "600", "--",
+                    *PYTEST, "--with-mpi", "-m", "mpi", *session.posargs)
+
+
+@nox.session(default=False)
+def tests(session: nox.Session) -> None:
+    """The tests that need no MPI launcher (fast feedback while editing)."""
+    _require_ppbench(session)
+    session.run(*PYTEST, "-m", "not mpi", *session.posargs)

@@ -1,0 +1,65 @@
+"""Models and the partitioner: determinism, composition, balanced contiguous splits."""
+
+import itertools
+
+import pytest
+import torch
+
+from ppbench import models
+from ppbench.partition import balanced_split, describe_split, partition_layers
+
+
+@pytest.mark.parametrize("family", ["mlp", "gpt"])
+def test_same_seed_same_weights_different_seed_different(family):
+    cfg = models.model_config(family, "tiny")
+    a, b, c = (models.build_layers(cfg, seed, torch.float64) for seed in (3, 3, 4))
+    pa, pb, pc = ([p for layer in ls for p in layer.parameters()] for ls in (a, b, c))
+    assert all(torch.equal(x, y) for x, y in zip(pa, pb))
+    assert not all(torch.equal(x, y) for x, y in zip(pa, pc))
+
+
+def test_building_leaves_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    models.build_layers(models.model_config("gpt", "tiny"), 0, torch.float32)
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("family", ["mlp", "gpt"])
+@pytest.mark.parametrize("stages", [1, 2, 3, 4])
+def test_stages_compose_to_the_full_model(family, stages):
+    cfg = models.model_config(family, "tiny")
+    layers = models.build_layers(cfg, 0, torch.float64)
+    x, y = models.make_batch(cfg, 4, 0, 0, torch.float64)
+    full = torch.nn.Sequential(*layers)(x)
+    out = x
+    for r in partition_layers(layers, stages):
+        assert out.shape[1:] == models.activation_shape(cfg, 4)[1:] or r.start == 0
+        out = torch.nn.Sequential(*(layers[i] for i in r))(out)
+    assert torch.equal(out, full)
+    assert models.loss_fn(cfg, out, y).ndim == 0
+
+
+@pytest.mark.parametrize("weights,parts", [([5, 1, 1, 1, 1, 5], 3), ([1] * 7, 3), ([9, 1, 1, 1], 2), ([3, 3], 2),
+                                           ([4, 1, 2, 8, 1, 1, 3], 4)])
+def test_balanced_split_is_optimal_and_contiguous(weights, parts):
+    split = balanced_split(weights, parts)
+    assert [r.start for r in split][0] == 0 and split[-1].stop == len(weights)
+    assert all(a.stop == b.start and len(a) > 0 for a, b in zip(split, split[1:]))
+    heaviest = max(sum(weights[i] for i in r) for r in split)
+    brute = min(max(sum(weights[a:b]) for a, b in zip((0, *cuts), (*cuts, len(weights))))
+                for cuts in itertools.combinations(range(1, len(weights)), parts - 1))
+    assert heaviest == brute
+
+
+def test_split_needs_enough_layers():
+    with pytest.raises(ValueError, match="cannot split 3 layers into 4 non-empty stages"):
+        balanced_split([1, 1, 1], 4)
+
+
+def test_split_report_names_layers_and_parameters():
+    layers = models.build_layers(models.model_config("mlp", "tiny"), 0, torch.float32)
+    text = describe_split(layers, partition_layers(layers, 2))
+    assert text.splitlines() == ["stage 0: layers 0..3 (4 layers, 1,088 parameters)",
+                                 "stage 1: layers 4..7 (4 layers, 1,088 parameters)"]
