@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .grid import Grid
 from .pipeline import PipelineRank
 from .reference import Reference
@@ -33,13 +33,15 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> tuple[float, float]
 def run_check(cfg: RunConfig, comm: MPI.Comm) -> dict:
     """Run cfg on ``comm`` (size pp x dp) and compare with the reference; same result on every rank."""
     cfg.validate(world_size=comm.Get_size())
+    if cfg.workload != "model":
+        raise ConfigError("workload", f"{cfg.workload!r}: check compares gradients, so it needs the model workload")
     worst = np.zeros(5)   # grad abs, grad rel, param abs, param rel, loss rel
     with Grid(comm, cfg.pp, cfg.dp) as grid:
         pipe = PipelineRank(cfg, grid)
         ref = Reference(cfg)
         losses = []
         for step in range(max(cfg.steps, 1)):
-            loss = pipe.forward_backward(step)
+            loss, _ = pipe.forward_backward(step)
             ref_loss = ref.forward_backward(step)
             losses.append((loss, ref_loss))
             worst[4] = max(worst[4], abs(loss - ref_loss) / max(abs(ref_loss), _TINY))

@@ -9,11 +9,12 @@ import torch
 from .models import PRESETS, model_config
 from .schedules import SCHEDULES
 
-__all__ = ["RunConfig", "ConfigError", "InjectedFault", "DTYPES", "OPTIMIZERS", "TRANSPORTS"]
+__all__ = ["RunConfig", "ConfigError", "InjectedFault", "DTYPES", "OPTIMIZERS", "TRANSPORTS", "WORKLOADS"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 OPTIMIZERS = ("sgd", "adam")
 TRANSPORTS = ("auto", "blocking", "nonblocking")
+WORKLOADS = ("model", "synthetic")
 
 
 class ConfigError(ValueError):
@@ -44,6 +45,12 @@ class RunConfig:
     lr: float = 0.01              # learning rate
     transport: str = "auto"       # blocking, nonblocking, or auto (naive: blocking; others: nonblocking)
     fault: str = ""               # testing aid: "RANK:ACTION" (e.g. "1:B2") raises there; "" for none
+    workload: str = "model"       # model (real torch layers) or synthetic (timed sleeps, fixed message size)
+    t_fwd: float = 0.002          # synthetic: seconds per F on one stage
+    t_bwd: float = 0.004          # synthetic: seconds per B on one stage
+    message_bytes: int = 65536    # synthetic: bytes per activation or gradient message
+    warmup: int = 1               # run: steps run before measuring
+    repeats: int = 5              # run: measured steps
 
     @property
     def batch(self) -> int:
@@ -91,6 +98,13 @@ class RunConfig:
         _choice("dtype", self.dtype, list(DTYPES))
         _choice("optimizer", self.optimizer, list(OPTIMIZERS))
         _choice("transport", self.transport, list(TRANSPORTS))
+        _choice("workload", self.workload, list(WORKLOADS))
+        _at_least("warmup", self.warmup, 0)
+        _at_least("repeats", self.repeats, 1)
+        _at_least("message_bytes", self.message_bytes, 4)
+        for name in ("t_fwd", "t_bwd"):
+            if not 0 <= getattr(self, name) < 3600:
+                raise ConfigError(name, f"must be between 0 and 3600 seconds, got {getattr(self, name)}")
         _fault("fault", self.fault, self.pp * self.dp)
         _at_least("pp", self.pp, 1)
         _at_least("dp", self.dp, 1)

@@ -1,19 +1,17 @@
-"""Runs one rank's action list against its stage modules: the only code that executes a schedule."""
+"""Runs one rank's action list against its stages: the only code that executes a schedule."""
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from mpi4py import MPI
-from torch import nn
 
 from .actions import Action
 from .config import InjectedFault
-from .simulator import peer_rank
+from .simulator import message_tag, peer_rank
+from .tracer import Tracer
 from .transport import Transport
 
-__all__ = ["Executor", "ActionError", "message_tag"]
+__all__ = ["Executor", "ActionError", "StepStats"]
 
 
 class ActionError(RuntimeError):
@@ -25,46 +23,53 @@ class ActionError(RuntimeError):
                          f"[{action.describe()}]: {type(cause).__name__}: {cause}")
 
 
-def message_tag(direction: str, mb: int, boundary: int, num_stages: int) -> int:
-    """Tag of the message crossing ``boundary`` (between virtual stages b and b + 1)."""
-    return (mb * num_stages + boundary) * 2 + (direction == "B")
+class StepStats:
+    """What one step left behind on this rank besides its events."""
+
+    def __init__(self):
+        self.loss = 0.0               # sum of 1/m-scaled microbatch losses (last stage only)
+        self.peak_in_flight = 0       # microbatches forwarded but not yet backwarded, at most
+        self.peak_saved_bytes = 0     # activation bytes saved for backward, at most
 
 
 class Executor:
-    """Executes per-rank action lists step after step.
+    """Executes a rank's action list, step after step.
 
-    ``modules[c]`` is this rank's piece of model chunk c (virtual stage ``c * p + rank``).
-    ``transport='blocking'`` completes every transfer before the next compute action (no compute
+    ``stages[c]`` computes F/B of model chunk c (virtual stage ``c * p + rank``).
+    ``mode='blocking'`` completes every transfer before the next compute action (no compute
     overlaps communication); ``'nonblocking'`` pre-posts the receives of the next compute action
-    and leaves sends in flight until the end of the step.
+    before the current one runs and leaves sends in flight until the end of the step.
     """
 
-    def __init__(self, *, rank: int, p: int, modules: dict[int, nn.Module], actions: list[Action],
-                 transport: Transport, mode: str, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                 activation_shape: tuple[int, ...], dtype: torch.dtype, num_microbatches: int,
-                 fault: str | None = None, where: str = ""):
-        self.rank, self.p, self.v = rank, p, len(modules)
-        self.modules, self.actions, self.transport = modules, actions, transport
+    def __init__(self, *, rank: int, p: int, stages: dict, actions: list[Action], transport: Transport,
+                 mode: str, activation_shape: tuple[int, ...], dtype: torch.dtype, num_microbatches: int,
+                 tracer: Tracer | None = None, fault: str | None = None, where: str = ""):
+        self.rank, self.p, self.v = rank, p, len(stages)
+        self.stages, self.actions, self.transport = stages, actions, transport
         self.blocking = mode == "blocking"
-        self.loss, self.shape, self.dtype = loss, activation_shape, dtype
+        self.shape, self.dtype = activation_shape, dtype
         self.m = num_microbatches
+        self.last = p * self.v - 1
+        self.tracer = tracer or Tracer(enabled=False)
         self.fault = fault   # str(action) at which to raise InjectedFault (testing aid)
         self.where = where or f"pipeline rank {rank}"   # names this process in error messages
-        self.last = p * self.v - 1
-        highest = message_tag("B", num_microbatches - 1, self.last, self.last + 1)
+        highest = 2 * num_microbatches * (self.last + 1) - 1     # largest message_tag of a step
         tag_ub = transport.comm.Get_attr(MPI.TAG_UB)
         if tag_ub is not None and highest > tag_ub:
             raise ValueError(f"{num_microbatches} microbatches x {self.last + 1} stages need MPI tags up to "
                              f"{highest}, above this MPI's limit {tag_ub}")
-        # next_recvs[i]: receives to pre-post before compute action i (those of the next compute)
         self.next_recvs = self._lookahead(actions)
 
-    def run(self, inputs: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
-        """One step: every action once. Returns this rank's summed (1/m-scaled) loss (0 off the last stage)."""
-        self.saved: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+    def run(self, inputs: list, targets: list) -> StepStats:
+        """One step: every action once."""
+        self.saved: dict[tuple[int, int], tuple] = {}
+        self.outputs: dict[tuple[int, int], torch.Tensor] = {}
         self.input_grads: dict[tuple[int, int], torch.Tensor] = {}
         self.inputs, self.targets = inputs, targets
-        self.loss_sum = torch.zeros((), dtype=self.dtype)
+        self.stats = StepStats()
+        self._live_bytes: dict[tuple[int, int], int] = {}
+        loss = torch.zeros((), dtype=torch.float64)
+        self._loss_parts: list[torch.Tensor] = []
         for index, action in enumerate(self.actions):
             try:
                 self._execute(index, action)
@@ -74,8 +79,11 @@ class Executor:
                 raise ActionError(self.where, self._stage(action), action, exc) from exc
         self.transport.finish()
         if self.saved or self.input_grads:
-            raise RuntimeError(f"rank {self.rank}: state left after the step: {sorted(self.saved)} {sorted(self.input_grads)}")
-        return self.loss_sum
+            raise RuntimeError(f"{self.where}: state left after the step: {sorted(self.saved)} {sorted(self.input_grads)}")
+        for part in self._loss_parts:
+            loss += part.double()
+        self.stats.loss = float(loss)
+        return self.stats
 
     def _execute(self, index: int, action: Action) -> None:
         op, key = action.op, (action.mb, action.chunk)
@@ -84,7 +92,7 @@ class Executor:
         if op == "RECV_F" or op == "RECV_B":
             self._post_recv(action)
         elif op == "SEND_F":
-            self._send(action, self.saved[key][1])
+            self._send(action, self.outputs.pop(key))
         elif op == "SEND_B":
             self._send(action, self.input_grads.pop(key))
         else:
@@ -103,50 +111,51 @@ class Executor:
         return action.chunk * self.p + self.rank
 
     def _forward(self, action: Action) -> None:
-        stage = self._stage(action)
-        if stage == 0:
-            x = self.inputs[action.mb]
-        else:
-            x = self.transport.take(("F", action.mb, action.chunk)).requires_grad_(True)
-        y = self.modules[action.chunk](x)
+        stage, key = self._stage(action), (action.mb, action.chunk)
+        x = self.inputs[action.mb] if stage == 0 else self.transport.take(("F",) + key)
+        target = self.targets[action.mb] if stage == self.last else None
+        start = self.tracer.now()
+        y, ctx, nbytes = self.stages[action.chunk].forward(x, target)
+        self.tracer.record("F", action.mb, action.chunk, start, self.tracer.now())
+        self.saved[key] = ctx
         if stage == self.last:
-            y = self.loss(y, self.targets[action.mb]) / self.m
-            self.loss_sum += y.detach()
-        self.saved[(action.mb, action.chunk)] = (x, y)
+            self._loss_parts.append(y.detach())
+        else:
+            self.outputs[key] = y
+        self._live_bytes[key] = nbytes
+        self.stats.peak_in_flight = max(self.stats.peak_in_flight, len(self.saved))
+        self.stats.peak_saved_bytes = max(self.stats.peak_saved_bytes, sum(self._live_bytes.values()))
 
     def _backward(self, action: Action) -> None:
-        stage = self._stage(action)
-        x, y = self.saved.pop((action.mb, action.chunk))
-        if stage == self.last:
-            torch.autograd.backward(y)
-        else:
-            torch.autograd.backward(y, self.transport.take(("B", action.mb, action.chunk)))
+        stage, key = self._stage(action), (action.mb, action.chunk)
+        ctx = self.saved.pop(key)
+        grad = None if stage == self.last else self.transport.take(("B",) + key)
+        start = self.tracer.now()
+        grad_in = self.stages[action.chunk].backward(ctx, grad)
+        self.tracer.record("B", action.mb, action.chunk, start, self.tracer.now())
+        self._live_bytes.pop(key)
         if stage > 0:
-            self.input_grads[(action.mb, action.chunk)] = x.grad
+            self.input_grads[key] = grad_in
 
-    def _boundary(self, action: Action) -> int:
-        """Index b of the stage boundary (b, b + 1) that this send or receive crosses."""
-        stage = self._stage(action)
-        downstream = action.op in ("SEND_F", "RECV_B")
-        return stage if downstream else stage - 1
+    def _message(self, action: Action) -> tuple[int, int]:
+        peer, _ = peer_rank(action, self.rank, self.p, self.v)
+        return peer, message_tag(action, self.rank, self.p, self.v, self.m)
 
     def _send(self, action: Action, tensor: torch.Tensor) -> None:
-        peer, _ = peer_rank(action, self.rank, self.p, self.v)
-        tag = message_tag(action.direction, action.mb, self._boundary(action), self.last + 1)
-        self.transport.send(tensor, peer, tag)
+        peer, tag = self._message(action)
+        self.transport.send(tensor, peer, tag, action.op, action.mb, action.chunk)
 
     def _post_recv(self, action: Action) -> None:
-        peer, _ = peer_rank(action, self.rank, self.p, self.v)
-        tag = message_tag(action.direction, action.mb, self._boundary(action), self.last + 1)
-        self.transport.post_recv((action.direction, action.mb, action.chunk), self.shape, self.dtype, peer, tag)
+        peer, tag = self._message(action)
+        self.transport.post_recv((action.direction, action.mb, action.chunk), self.shape, self.dtype, peer, tag,
+                                 action.op, action.mb, action.chunk)
 
     def _lookahead(self, actions: list[Action]) -> list[list[Action]]:
-        """For each compute action, the receives between the next compute action and the one after."""
+        """For each compute action, the receives that the next compute action needs."""
         ahead: list[list[Action]] = [[] for _ in actions]
         if self.blocking:
             return ahead
         compute = [i for i, a in enumerate(actions) if a.is_compute]
         for here, nxt in zip(compute, compute[1:]):
-            # receives that precede compute action `nxt` (after `here`) can be posted before `here` runs
             ahead[here] = [a for a in actions[here + 1:nxt] if a.is_recv]
         return ahead

@@ -9,10 +9,12 @@ from torch import nn
 
 from . import models
 from .config import RunConfig
-from .executor import Executor
+from .executor import Executor, StepStats
 from .grid import Grid
 from .partition import partition_layers
 from .schedules import add_communication, compute_order
+from .stages import SyntheticStage, TorchStage
+from .tracer import Tracer
 from .training import make_optimizer, replica_microbatches
 from .transport import Transport
 
@@ -20,43 +22,62 @@ __all__ = ["PipelineRank"]
 
 
 class PipelineRank:
-    """Builds this rank's share of the model and trains it with the configured schedule."""
+    """Builds this rank's share of the work and runs training steps with the configured schedule."""
 
-    def __init__(self, cfg: RunConfig, grid: Grid):
+    def __init__(self, cfg: RunConfig, grid: Grid, tracer: Tracer | None = None):
         self.cfg, self.grid = cfg, grid
+        self.tracer = tracer or Tracer(enabled=False)
+        self.synthetic = cfg.workload == "synthetic"
         self.model_cfg = cfg.model_config()
-        layers = models.build_layers(self.model_cfg, cfg.seed, cfg.torch_dtype)
-        self.split = partition_layers(layers, cfg.pp)
-        self.layer_ids = list(self.split[grid.stage])
-        self.layers = [layers[i] for i in self.layer_ids]       # the rest are dropped
+        world_of_stage = grid.pipe.allgather(grid.world.Get_rank())   # once at set-up, for traces
+        self.transport = Transport(grid.pipe, self.tracer, peer_names=world_of_stage)
+        nonblocking = cfg.resolved_transport == "nonblocking"
+        progress = self.transport.progress if nonblocking else None
+        first, last = grid.is_first, grid.is_last
+        if self.synthetic:
+            self.layer_ids, self.layers, self.split = [], [], []
+            stage = SyntheticStage(cfg.t_fwd, cfg.t_bwd, cfg.message_bytes, first, last, progress)
+            shape, dtype = stage.out.shape, stage.out.dtype
+        else:
+            layers = models.build_layers(self.model_cfg, cfg.seed, cfg.torch_dtype)
+            self.split = partition_layers(layers, cfg.pp)
+            self.layer_ids = list(self.split[grid.stage])
+            self.layers = [layers[i] for i in self.layer_ids]       # the rest are dropped
+            stage = TorchStage(nn.Sequential(*self.layers), first, last,
+                               lambda out, tgt: models.loss_fn(self.model_cfg, out, tgt), cfg.microbatches, progress)
+            shape, dtype = models.activation_shape(self.model_cfg, cfg.microbatch_size), cfg.torch_dtype
         self.module = nn.Sequential(*self.layers)
         self.actions = add_communication(compute_order(cfg.schedule, cfg.pp, cfg.microbatches, grid.stage),
                                          cfg.pp, grid.stage)
-        self.transport = Transport(grid.pipe)
         self.executor = Executor(
-            rank=grid.stage, p=cfg.pp, modules={0: self.module}, actions=self.actions, transport=self.transport,
-            mode=cfg.resolved_transport, loss=lambda out, tgt: models.loss_fn(self.model_cfg, out, tgt),
-            activation_shape=models.activation_shape(self.model_cfg, cfg.microbatch_size),
-            dtype=cfg.torch_dtype, num_microbatches=cfg.microbatches, fault=self._my_fault(),
+            rank=grid.stage, p=cfg.pp, stages={0: stage}, actions=self.actions, transport=self.transport,
+            mode=cfg.resolved_transport, activation_shape=tuple(shape), dtype=dtype,
+            num_microbatches=cfg.microbatches, tracer=self.tracer, fault=self._my_fault(),
             where=f"rank {grid.world.Get_rank()} (replica {grid.replica})")
-        self.optimizer = make_optimizer(cfg, list(self.module.parameters()))
+        self.optimizer = make_optimizer(cfg, list(self.module.parameters())) if self.layers else None
 
     def _my_fault(self) -> str | None:
         target = self.cfg.fault_target
         return target[1] if target and target[0] == self.grid.world.Get_rank() else None
 
-    def forward_backward(self, step: int) -> float:
-        """Gradients of the mean loss over the global batch of ``step``; returns that loss on every rank."""
-        x, y = models.make_batch(self.model_cfg, self.cfg.batch, self.cfg.seed, step, self.cfg.torch_dtype)
-        inputs = replica_microbatches(self.cfg, x, self.grid.replica)
-        targets = replica_microbatches(self.cfg, y, self.grid.replica)
-        self.optimizer.zero_grad(set_to_none=False)
-        loss = self.executor.run(inputs, targets)
+    def forward_backward(self, step: int) -> tuple[float, StepStats]:
+        """Gradients of the mean loss over the global batch of ``step``: (that loss on every rank, stats)."""
+        if self.synthetic:
+            inputs = targets = [torch.zeros(1)] * self.cfg.microbatches
+        else:
+            x, y = models.make_batch(self.model_cfg, self.cfg.batch, self.cfg.seed, step, self.cfg.torch_dtype)
+            inputs = replica_microbatches(self.cfg, x, self.grid.replica)
+            targets = replica_microbatches(self.cfg, y, self.grid.replica)
+            self.optimizer.zero_grad(set_to_none=False)
+        stats = self.executor.run(inputs, targets)
         self._average_gradients()
-        return self._global_loss(loss)
+        return self._global_loss(stats.loss), stats
 
     def optimizer_step(self) -> None:
-        self.optimizer.step()
+        if self.optimizer is not None:
+            start = self.tracer.now()
+            self.optimizer.step()
+            self.tracer.record("OPTIMIZER", -1, 0, start, self.tracer.now())
 
     def named_parameters(self):
         """((global layer index, parameter name), parameter) for this rank's layers."""
@@ -66,8 +87,9 @@ class PipelineRank:
 
     def _average_gradients(self) -> None:
         """Mean of each gradient over the data-parallel replicas (one flat Allreduce)."""
-        if self.cfg.dp == 1:
+        if self.cfg.dp == 1 or not self.layers:
             return
+        start = self.tracer.now()
         grads = [p.grad for p in self.module.parameters()]
         flat = torch.cat([g.reshape(-1) for g in grads])
         self.grid.data.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
@@ -76,10 +98,11 @@ class PipelineRank:
         for g in grads:
             g.copy_(flat[offset:offset + g.numel()].view_as(g))
             offset += g.numel()
+        self.tracer.record("ALLREDUCE", -1, 0, start, self.tracer.now(), nbytes=flat.numel() * flat.element_size())
 
-    def _global_loss(self, local: torch.Tensor) -> float:
+    def _global_loss(self, local: float) -> float:
         """Last stage's loss averaged over replicas, then shared with every stage."""
-        buf = np.array([float(local)], dtype=np.float64)
+        buf = np.array([local], dtype=np.float64)
         self.grid.data.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
         self.grid.pipe.Bcast(buf, root=self.cfg.pp - 1)
         return float(buf[0]) / self.cfg.dp

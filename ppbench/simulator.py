@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from .actions import Action
 
-__all__ = ["Costs", "SimEvent", "SimResult", "DeadlockError", "simulate", "peer_rank"]
+__all__ = ["Costs", "SimEvent", "SimResult", "DeadlockError", "simulate", "peer_rank", "message_tag"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,14 @@ def peer_rank(action: Action, rank: int, p: int, v: int = 1) -> tuple[int, int]:
     if not 0 <= other < p * v:
         raise ValueError(f"{action} on rank {rank} has no peer: virtual stage {other} outside 0..{p * v - 1}")
     return other % p, other // p
+
+
+def message_tag(action: Action, rank: int, p: int, v: int, m: int) -> int:
+    """MPI tag of a SEND/RECV: unique per step for each (direction, microbatch, stage boundary),
+    and the same on the sending and the receiving rank."""
+    stage = action.chunk * p + rank
+    boundary = stage if action.op in ("SEND_F", "RECV_B") else stage - 1
+    return (action.mb * p * v + boundary) * 2 + (action.direction == "B")
 
 
 def _message_key(action: Action, rank: int, p: int, v: int) -> tuple:

@@ -1,58 +1,80 @@
 """Point-to-point tensor transfers through mpi4py's buffer API (Isend/Irecv; never pickle).
 
 Every transfer is non-blocking at the MPI level, so no pair of ranks can deadlock on the order
-of two sends. Waiting is polite: ``Testall`` then a short sleep, because a spinning receive
-steals the core from working ranks when there are more ranks than cores.
+of two sends. Waiting is polite: test, then a short sleep, because a spinning receive steals
+the core from working ranks when there are more ranks than cores. Each transfer is traced from
+its post to the moment its completion is observed; time spent blocked is traced as WAIT.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 from mpi4py import MPI
 
+from .tracer import Tracer
+
 __all__ = ["Transport"]
+
+
+@dataclass
+class _Transfer:
+    request: MPI.Request
+    buf: torch.Tensor
+    op: str            # SEND_F, RECV_F, SEND_B, RECV_B
+    mb: int
+    chunk: int
+    peer: int
+    tag: int
+    posted: float
+    done: float | None = None
 
 
 class Transport:
     """Outstanding sends and receives of one rank on its pipeline communicator."""
 
-    def __init__(self, comm: MPI.Comm, poll_interval: float = 1e-4):
+    def __init__(self, comm: MPI.Comm, tracer: Tracer | None = None, poll_interval: float = 1e-4,
+                 peer_names: list[int] | None = None):
         self.comm = comm
+        self.tracer = tracer or Tracer(enabled=False)
         self.poll_interval = poll_interval
-        self._sends: list[tuple[MPI.Request, torch.Tensor]] = []
-        self._recvs: dict[object, tuple[MPI.Request, torch.Tensor]] = {}
+        self.peer_names = peer_names     # world rank of each pipe rank, for traces
+        self._sends: list[_Transfer] = []
+        self._recvs: dict[object, _Transfer] = {}
 
-    def send(self, tensor: torch.Tensor, dest: int, tag: int) -> None:
+    def send(self, tensor: torch.Tensor, dest: int, tag: int, op: str = "SEND_F", mb: int = -1, chunk: int = 0) -> None:
         """Start sending ``tensor``; it is kept alive until the send completes."""
         buf = tensor.detach().contiguous()
-        self._sends.append((self.comm.Isend(buf, dest, tag), buf))
+        now = self.tracer.now()
+        self._sends.append(_Transfer(self.comm.Isend(buf, dest, tag), buf, op, mb, chunk, dest, tag, now))
 
-    def post_recv(self, key: object, shape: tuple[int, ...], dtype: torch.dtype, source: int, tag: int) -> None:
+    def post_recv(self, key: object, shape: tuple[int, ...], dtype: torch.dtype, source: int, tag: int,
+                  op: str = "RECV_F", mb: int = -1, chunk: int = 0) -> None:
         """Post a receive into a fresh buffer, once per key."""
         if key not in self._recvs:
             buf = torch.empty(shape, dtype=dtype)
-            self._recvs[key] = (self.comm.Irecv(buf, source, tag), buf)
-
-    def is_posted(self, key: object) -> bool:
-        return key in self._recvs
+            now = self.tracer.now()
+            self._recvs[key] = _Transfer(self.comm.Irecv(buf, source, tag), buf, op, mb, chunk, source, tag, now)
 
     def take(self, key: object) -> torch.Tensor:
         """Wait for the receive posted under ``key`` and hand over its buffer."""
-        request, buf = self._recvs.pop(key)
-        self._wait([request])
-        return buf
+        transfer = self._recvs.pop(key)
+        self._wait([transfer])
+        self._trace(transfer)
+        return transfer.buf
 
     def wait_all(self) -> None:
         """Complete every outstanding send and receive (receives stay available to take)."""
-        self._wait([r for r, _ in self._sends] + [r for r, _ in self._recvs.values()])
-        self._sends.clear()
+        self._wait(self._sends + list(self._recvs.values()))
+        self._retire_sends()
 
     def progress(self) -> None:
-        """Let MPI move outstanding transfers forward without waiting (call between computations)."""
+        """Let MPI move outstanding transfers forward without waiting; note completions."""
         if self._sends or self._recvs:
-            MPI.Request.Testall([r for r, _ in self._sends] + [r for r, _ in self._recvs.values()])
+            self._test(self._sends + list(self._recvs.values()))
+            self._retire_sends()
 
     def finish(self) -> None:
         """End of step: every send completed; no receive may be left over."""
@@ -60,6 +82,29 @@ class Transport:
             raise RuntimeError(f"receives posted but never used: {sorted(map(str, self._recvs))}")
         self.wait_all()
 
-    def _wait(self, requests: list[MPI.Request]) -> None:
-        while not MPI.Request.Testall(requests):
+    def _test(self, transfers: list[_Transfer]) -> bool:
+        pending = [t for t in transfers if t.done is None]
+        for t in pending:
+            if t.request.Test():
+                t.done = self.tracer.now()
+        return all(t.done is not None for t in pending)
+
+    def _wait(self, transfers: list[_Transfer]) -> None:
+        if self._test(transfers):
+            return
+        start = self.tracer.now()
+        while True:
             time.sleep(self.poll_interval)
+            if self._test(transfers):
+                break
+        self.tracer.record("WAIT", -1, 0, start, self.tracer.now())
+
+    def _retire_sends(self) -> None:
+        for t in self._sends:
+            if t.done is not None:
+                self._trace(t)
+        self._sends = [t for t in self._sends if t.done is None]
+
+    def _trace(self, t: _Transfer) -> None:
+        peer = self.peer_names[t.peer] if self.peer_names else t.peer
+        self.tracer.record(t.op, t.mb, t.chunk, t.posted, t.done, peer, t.tag, t.buf.numel() * t.buf.element_size())

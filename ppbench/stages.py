@@ -1,0 +1,117 @@
+"""What one virtual stage computes for F and B: real autograd, or a synthetic workload.
+
+The executor decides *when*; a stage decides *what*. Both kinds call ``progress()`` between
+pieces of work so non-blocking transfers move while the rank computes (MPICH makes progress
+only inside MPI calls).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["TorchStage", "SyntheticStage", "SavedBytes"]
+
+
+class SavedBytes:
+    """Bytes of activations autograd saves for backward, per microbatch (saved-tensor hooks).
+
+    Parameters saved by autograd (weights kept for the backward of a matmul) are not
+    activations and are not counted; storage shared by several saved tensors counts once.
+    """
+
+    def __init__(self, module: nn.Module):
+        self._params = {p.data_ptr() for p in module.parameters()}
+        self._seen: set[int] = set()
+        self.current = 0
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        ptr = tensor.untyped_storage().data_ptr()
+        if ptr not in self._params and ptr not in self._seen:
+            self._seen.add(ptr)
+            self.current += tensor.untyped_storage().nbytes()
+        return tensor
+
+    def measure(self, fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """Run ``fn`` and return (its result, bytes it saved for backward)."""
+        self._seen.clear()
+        self.current = 0
+        with torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t):
+            out = fn()
+        return out, self.current
+
+
+class TorchStage:
+    """A chunk of real torch layers trained with autograd."""
+
+    def __init__(self, module: nn.Module, is_first: bool, is_last: bool,
+                 loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], num_microbatches: int,
+                 progress: Callable[[], None] | None = None):
+        self.module, self.is_first, self.is_last = module, is_first, is_last
+        self.loss, self.m = loss, num_microbatches
+        self.saved_bytes = SavedBytes(module)
+        if progress is not None:
+            self._poll_between_layers(progress)
+
+    def _poll_between_layers(self, progress: Callable[[], None]) -> None:
+        def before_layer(module, args):
+            progress()
+
+        def after_layer(module, args, output):
+            if isinstance(output, torch.Tensor) and output.requires_grad:
+                output.register_hook(lambda grad: progress())   # runs between layers in backward
+
+        for layer in self.module:
+            layer.register_forward_pre_hook(before_layer)
+            layer.register_forward_hook(after_layer)
+
+    def forward(self, x: torch.Tensor, target: torch.Tensor | None):
+        """Returns (tensor to send downstream or the scaled loss, context for backward, saved bytes)."""
+        if not self.is_first:
+            x.requires_grad_(True)
+
+        def run() -> torch.Tensor:
+            y = self.module(x)
+            return self.loss(y, target) / self.m if self.is_last else y
+
+        y, nbytes = self.saved_bytes.measure(run)
+        return y, (x, y), nbytes
+
+    def backward(self, ctx, grad_output: torch.Tensor | None) -> torch.Tensor | None:
+        x, y = ctx
+        torch.autograd.backward(y, grad_output)   # grad_output is None on the last stage (y is the loss)
+        return None if self.is_first else x.grad
+
+
+class SyntheticStage:
+    """F and B that take a configured time (slept, so more ranks than cores stay faithful) and
+    exchange a configured number of bytes."""
+
+    def __init__(self, t_fwd: float, t_bwd: float, message_bytes: int, is_first: bool, is_last: bool,
+                 progress: Callable[[], None] | None = None, slices: int = 20):
+        self.t_fwd, self.t_bwd, self.is_first, self.is_last = t_fwd, t_bwd, is_first, is_last
+        self.progress, self.slices = progress, slices
+        self.out = torch.zeros(max(message_bytes // 4, 1), dtype=torch.float32)
+
+    def _work(self, seconds: float) -> None:
+        """Sleep ``seconds`` in slices, polling transfers between them (like layers)."""
+        end = time.perf_counter() + seconds
+        for k in range(self.slices):
+            remaining = end - time.perf_counter()
+            if remaining <= 0:
+                break
+            time.sleep(remaining / (self.slices - k))
+            if self.progress is not None:
+                self.progress()
+
+    def forward(self, x, target):
+        self._work(self.t_fwd)
+        loss = torch.zeros(()) if self.is_last else self.out
+        return loss, None, 0
+
+    def backward(self, ctx, grad_output):
+        self._work(self.t_bwd)
+        return None if self.is_first else self.out
