@@ -44,6 +44,26 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     check.add_argument("--timeout", type=float, default=900.0, help="seconds before the MPI job is killed")
     check.set_defaults(handler=_cmd_check)
+
+    run = sub.add_parser("run", help="measure a configuration and record its result file")
+    _add_run_options(run)
+    _add_measure_options(run)
+    run.add_argument("--results", default="results", help="directory for the result file (default results/)")
+    run.add_argument("--no-save", action="store_true", help="print the metrics, write no file")
+    run.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    run.add_argument("--timeout", type=float, default=1800.0, help="seconds before the MPI job is killed")
+    run.set_defaults(handler=_cmd_run)
+
+    sim = sub.add_parser("simulate", help="simulate a schedule's timeline and metrics (no MPI)")
+    sim.add_argument("--schedule", required=True, choices=list(SCHEDULES))
+    sim.add_argument("--stages", "-p", type=int, required=True)
+    sim.add_argument("--microbatches", "-m", type=int, required=True)
+    sim.add_argument("--t-fwd", type=float, default=1.0, help="time of one F (default 1)")
+    sim.add_argument("--t-bwd", type=float, default=2.0, help="time of one B (default 2)")
+    sim.add_argument("--t-comm", type=float, default=0.0, help="time of one message (default 0)")
+    sim.add_argument("--transport", choices=["blocking", "nonblocking"], default="nonblocking")
+    sim.add_argument("--json", action="store_true")
+    sim.set_defaults(handler=_cmd_simulate)
     return parser
 
 
@@ -69,8 +89,21 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         "action (e.g. 1:B2)")
 
 
+def _add_measure_options(parser: argparse.ArgumentParser) -> None:
+    d = RunConfig()
+    parser.add_argument("--workload", default=d.workload, help="model (real layers) or synthetic (timed sleeps)")
+    parser.add_argument("--t-fwd", type=float, default=d.t_fwd, help=f"synthetic F seconds (default {d.t_fwd})")
+    parser.add_argument("--t-bwd", type=float, default=d.t_bwd, help=f"synthetic B seconds (default {d.t_bwd})")
+    parser.add_argument("--message-bytes", type=int, default=d.message_bytes,
+                        help=f"synthetic bytes per message (default {d.message_bytes})")
+    parser.add_argument("--warmup", type=int, default=d.warmup, help=f"unmeasured steps first (default {d.warmup})")
+    parser.add_argument("--repeats", type=int, default=d.repeats, help=f"measured steps (default {d.repeats})")
+
+
 def _config(ns: argparse.Namespace) -> RunConfig:
-    return RunConfig(schedule=ns.schedule, pp=ns.pp, dp=ns.dp, microbatches=ns.microbatches,
+    extra = {k: getattr(ns, k) for k in ("workload", "t_fwd", "t_bwd", "message_bytes", "warmup", "repeats")
+             if hasattr(ns, k)}
+    return RunConfig(**extra, schedule=ns.schedule, pp=ns.pp, dp=ns.dp, microbatches=ns.microbatches,
                      global_batch=ns.global_batch, model=ns.model, size=ns.size, dtype=ns.dtype, seed=ns.seed,
                      steps=ns.steps, optimizer=ns.optimizer, lr=ns.lr, transport=ns.transport,
                      fault=ns.fault)
@@ -154,6 +187,74 @@ def _check_text(r: dict) -> str:
     verdict = "EQUIVALENT" if r["passed"] else "NOT EQUIVALENT"
     lines.append(f"  {verdict}: max rel err {r['max_rel_err']:.2e} vs tolerance {r['tolerance']:.0e}")
     return "\n".join(lines)
+
+
+def _cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
+    try:
+        cfg = _config(ns).validate()
+    except ConfigError as exc:
+        return _error(str(exc))
+    if cfg.pp * cfg.dp > 1 and not in_mpi_job():
+        return run_mpi(cfg.pp * cfg.dp, [sys.executable, "-m", "ppbench", *argv], ns.timeout)
+    return on_every_rank(lambda comm: _run_on_rank(cfg, ns, comm))
+
+
+def _run_on_rank(cfg: RunConfig, ns: argparse.Namespace, comm) -> int:
+    from .runner import run_benchmark
+
+    summary = run_benchmark(cfg, comm, None if ns.no_save else ns.results)
+    if summary is not None:
+        print(json.dumps(summary) if ns.json else run_text(cfg, summary), flush=True)
+    return 0
+
+
+def run_text(cfg: RunConfig, s: dict) -> str:
+    env = s["environment"]
+    work = (f"synthetic F={cfg.t_fwd * 1e3:g} ms B={cfg.t_bwd * 1e3:g} ms, {cfg.message_bytes} B/message"
+            if cfg.workload == "synthetic" else f"model {cfg.model}/{cfg.size} {cfg.dtype}")
+    over = " OVERSUBSCRIBED" if env["oversubscribed"] else ""
+    return "\n".join([
+        f"ppbench run: {cfg.schedule} ({cfg.resolved_transport})  pp={cfg.pp} dp={cfg.dp} m={cfg.microbatches}  "
+        f"{work}  batch={cfg.batch}",
+        f"  on {env['host']}: {env['world_size']} ranks, {env['cores']} cores{over}, {env['device']}, "
+        f"{env['mpi_library']}",
+        f"  step time   median {s['step_time_median'] * 1e3:.3f} ms  (min {s['step_time_min'] * 1e3:.3f}, "
+        f"max {s['step_time_max'] * 1e3:.3f}; {s['steps']} steps)",
+        f"  throughput  {s['throughput_median']:.1f} samples/s (iteration {s['iteration_time_median'] * 1e3:.3f} ms "
+        f"incl. allreduce {s['allreduce_time_median'] * 1e3:.3f} ms, optimizer {s['optimizer_time_median'] * 1e3:.3f} ms)",
+        f"  bubble      mean {s['bubble_mean_median']:.3f}  max {s['bubble_max_median']:.3f}  "
+        f"(theory {s['bubble_theory']:.3f})   utilization {s['utilization_median']:.3f}",
+        f"  overlap     {s['overlap_median']:.3f}   exposed communication {s['exposed_comm_median'] * 1e3:.3f} ms/rank",
+        f"  in flight   {s['peak_in_flight']} (theory {s['peak_in_flight_theory']})   "
+        f"saved activations {[round(b / 1024, 1) for b in s['peak_saved_bytes']]} KiB per stage",
+        f"  clock skew  <= {s['clock_skew_max'] * 1e6:.1f} us   tracing overhead ~{s['trace_overhead'] * 100:.2f}% "
+        f"of step time",
+        f"  saved to    {s['path']}" if s["path"] else "  not saved (--no-save)",
+    ])
+
+
+def _cmd_simulate(ns: argparse.Namespace, argv: list[str]) -> int:
+    from . import theory
+    from .metrics import step_metrics
+    from .schedules import build_schedule
+    from .simulator import Costs, simulate, simulated_events
+
+    if ns.stages < 1 or ns.microbatches < 1:
+        return _error(f"--stages and --microbatches must be >= 1, got {ns.stages} and {ns.microbatches}")
+    if min(ns.t_fwd, ns.t_bwd, ns.t_comm) < 0:
+        return _error("--t-fwd, --t-bwd and --t-comm must be >= 0")
+    p, m = ns.stages, ns.microbatches
+    result = simulate(build_schedule(ns.schedule, p, m), Costs(ns.t_fwd, ns.t_bwd, 0.0, ns.t_comm), ns.transport)
+    metrics = step_metrics(simulated_events(result, p, m), start=0.0)
+    metrics.update(schedule=ns.schedule, stages=p, microbatches=m, bubble_theory=theory.bubble_fraction(ns.schedule, p, m))
+    if ns.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"simulated {ns.schedule}: p={p} m={m} F={ns.t_fwd:g} B={ns.t_bwd:g} comm={ns.t_comm:g} ({ns.transport})")
+        print(f"  step time {metrics['step_time']:g}   bubble mean {metrics['bubble_mean']:.4f} "
+              f"max {metrics['bubble_max']:.4f} (theory {metrics['bubble_theory']:.4f})   "
+              f"utilization {metrics['utilization']:.4f}   overlap {metrics['overlap']:.3f}")
+    return 0
 
 
 def on_every_rank(work: Callable[[object], int]) -> int:

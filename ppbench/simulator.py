@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 from .actions import Action
 
-__all__ = ["Costs", "SimEvent", "SimResult", "DeadlockError", "simulate", "peer_rank", "message_tag"]
+__all__ = ["Costs", "SimEvent", "SimResult", "DeadlockError", "simulate", "peer_rank", "message_tag",
+           "simulated_events"]
 
 
 @dataclass(frozen=True)
@@ -179,3 +180,17 @@ def _grid(ranks: list[list[Action]], index: list[int]) -> str:
         cells = [f"[{a}]" if k == index[r] else str(a) for k, a in enumerate(acts)]
         rows.append(f"rank {r}: " + " ".join(cells))
     return "\n".join(rows)
+
+
+def simulated_events(result: SimResult, p: int, m: int, v: int = 1):
+    """The simulation as an events table shaped like a measured run's (for ppbench.metrics)."""
+    import pandas as pd
+
+    rows = []
+    for e in result.events:
+        a = e.action
+        peer = tag = -1
+        if not a.is_compute:
+            peer, tag = peer_rank(a, e.rank, p, v)[0], message_tag(a, e.rank, p, v, m)
+        rows.append((e.rank, a.op, a.mb, a.chunk, e.start, e.end, peer, tag, 0))
+    return pd.DataFrame(rows, columns=["rank", "op", "mb", "chunk", "start", "end", "peer", "tag", "nbytes"])

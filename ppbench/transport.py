@@ -90,12 +90,16 @@ class Transport:
         return all(t.done is not None for t in pending)
 
     def _wait(self, transfers: list[_Transfer]) -> None:
+        """Block until ``transfers`` complete, testing every outstanding transfer meanwhile (so
+        other completions are observed when they happen, not later)."""
         if self._test(transfers):
             return
         start = self.tracer.now()
+        everything = transfers + [t for t in self._sends + list(self._recvs.values()) if t not in transfers]
         while True:
             time.sleep(self.poll_interval)
-            if self._test(transfers):
+            self._test(everything)
+            if all(t.done is not None for t in transfers):
                 break
         self.tracer.record("WAIT", -1, 0, start, self.tracer.now())
 

@@ -1,0 +1,101 @@
+"""Metrics of one step, computed from its events only (measured or simulated alike).
+
+Events: a DataFrame with columns rank, op, mb, chunk, start, end, peer, tag, nbytes (seconds;
+one step). Definitions (README "Metrics" says the same):
+
+- step time T: from the step's start (the end of the barrier before it) to the end of the last
+  schedule action (compute or transfer) on any rank. The data-parallel Allreduce and the
+  optimizer come after the schedule and are reported apart.
+- busy time C_r: summed duration of rank r's F, B and W events.
+- bubble fraction of rank r: 1 - C_r / T; reported as mean and max over ranks.
+- utilization: 1 - mean bubble fraction.
+- transfer interval of one end of a message: from this rank's post (Isend or Irecv) to the
+  moment this rank observed completion (a Test or Wait returning true). A receive posted before
+  a computation is in flight during it; so is a send completed while the next one runs.
+- communication overlap: the share of all transfer-interval time (both ends of every message)
+  during which the same rank was computing. Blocking transfers (posted after one computation,
+  completed before the next) score 0 by construction; pre-posted transfers score close to 1
+  when the compute they are posted across is long against the transfer.
+- exposed communication: per rank, time blocked waiting for transfers (WAIT events; it includes
+  waiting for the peer to produce the data); reported as the mean over ranks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["COMPUTE", "TRANSFER", "step_metrics", "overlap", "events_frame"]
+
+COMPUTE = ("F", "B", "W")
+TRANSFER = ("SEND_F", "RECV_F", "SEND_B", "RECV_B")
+
+
+def events_frame(rows: np.ndarray, columns: tuple[str, ...], ops: tuple[str, ...]) -> pd.DataFrame:
+    """Turn gathered float rows into a typed events table (``op`` as text)."""
+    frame = pd.DataFrame(rows, columns=list(columns))
+    for col in frame.columns:
+        if col not in ("start", "end"):
+            frame[col] = frame[col].astype("int64")
+    frame["op"] = pd.Categorical.from_codes(frame["op"], categories=list(ops)).astype(str)
+    return frame
+
+
+def step_metrics(events: pd.DataFrame, start: float | None = None, ranks: list[int] | None = None) -> dict:
+    """Step time, busy time, bubble, utilization, overlap and exposed communication of one step."""
+    schedule_ops = events["op"].isin(COMPUTE + TRANSFER)
+    origin = events.loc[schedule_ops, "start"].min() if start is None else start
+    step_time = float(events.loc[schedule_ops, "end"].max() - origin)
+    ranks = sorted(events["rank"].unique()) if ranks is None else ranks
+    compute = events[events["op"].isin(COMPUTE)]
+    busy = (compute["end"] - compute["start"]).groupby(compute["rank"]).sum().reindex(ranks, fill_value=0.0)
+    bubble = 1 - busy / step_time if step_time > 0 else busy * np.nan
+    waits = events[events["op"] == "WAIT"]
+    exposed = (waits["end"] - waits["start"]).groupby(waits["rank"]).sum().reindex(ranks, fill_value=0.0)
+    return {
+        "step_time": step_time,
+        "busy_time_mean": float(busy.mean()),
+        "bubble_mean": float(bubble.mean()),
+        "bubble_max": float(bubble.max()),
+        "utilization": float(1 - bubble.mean()),
+        "overlap": overlap(events),
+        "exposed_comm": float(exposed.mean()),
+        "allreduce_time": _span(events, "ALLREDUCE"),
+        "optimizer_time": _span(events, "OPTIMIZER"),
+        "iteration_time": float(events["end"].max() - origin),
+        "bubble_per_rank": [float(b) for b in bubble],
+    }
+
+
+def _span(events: pd.DataFrame, op: str) -> float:
+    sel = events[events["op"] == op]
+    return float((sel["end"] - sel["start"]).max()) if len(sel) else 0.0
+
+
+def overlap(events: pd.DataFrame) -> float:
+    """Share of transfer-interval time during which the transferring rank computed (NaN: no transfers)."""
+    transfers = events[events["op"].isin(TRANSFER)]
+    if transfers.empty:
+        return float("nan")
+    begin, finish = transfers["start"].to_numpy(), transfers["end"].to_numpy()
+    total = float((finish - begin).sum())
+    if total <= 0:
+        return float("nan")
+    compute = events[events["op"].isin(COMPUTE)]
+    covered = 0.0
+    for rank, idx in transfers.groupby("rank").indices.items():
+        mine = compute[compute["rank"] == rank]
+        covered += float((_computed_before(mine, finish[idx]) - _computed_before(mine, begin[idx])).sum())
+    return covered / total
+
+
+def _computed_before(compute: pd.DataFrame, t: np.ndarray) -> np.ndarray:
+    """Compute time of one rank before each time in ``t`` (its compute events do not overlap)."""
+    order = np.argsort(compute["start"].to_numpy())
+    s, e = compute["start"].to_numpy()[order], compute["end"].to_numpy()[order]
+    if len(s) == 0:
+        return np.zeros_like(t)
+    done = np.concatenate([[0.0], np.cumsum(e - s)])
+    k = np.searchsorted(s, t, side="right")          # intervals started by t
+    partial = np.where(k > 0, np.minimum(t - s[np.maximum(k - 1, 0)], (e - s)[np.maximum(k - 1, 0)]), 0.0)
+    return done[np.maximum(k - 1, 0)] * (k > 0) + np.maximum(partial, 0.0)

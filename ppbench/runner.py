@@ -1,0 +1,98 @@
+"""``ppbench run`` on every rank: timed steps, events gathered outside the timed region, metrics
+on rank 0, one result file per run."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+from mpi4py import MPI
+
+from . import theory
+from .config import RunConfig
+from .grid import Grid
+from .metrics import events_frame, step_metrics
+from .pipeline import PipelineRank
+from .results import environment, write_run
+from .tracer import EVENT_FIELDS, OPS, Tracer, clock_offset, gather_rows
+
+__all__ = ["run_benchmark", "record_cost"]
+
+_STEP_FIELDS = ("step", "rank", "stage", "replica", "start", "peak_in_flight", "peak_saved_bytes", "loss")
+
+
+def record_cost(samples: int = 20000) -> float:
+    """Seconds one Tracer.record call costs on this machine (the tracing overhead per event)."""
+    tracer = Tracer()
+    start = time.perf_counter()
+    for i in range(samples):
+        tracer.record("F", i, 0, 0.0, 1.0)
+    return (time.perf_counter() - start) / samples
+
+
+def run_benchmark(cfg: RunConfig, comm: MPI.Comm, results_dir: str | None) -> dict | None:
+    """Run cfg.warmup + cfg.repeats steps; rank 0 returns the summary (and writes the file)."""
+    cfg.validate(world_size=comm.Get_size())
+    env = environment(comm)
+    offset, skew = clock_offset(comm)
+    skews = gather_rows(comm, np.array([[skew]]))
+    tracer = Tracer(offset)
+    event_rows, step_rows = [], []
+    with Grid(comm, cfg.pp, cfg.dp) as grid:
+        pipe = PipelineRank(cfg, grid, tracer)
+        for step in range(cfg.warmup + cfg.repeats):
+            comm.Barrier()
+            tracer.events.clear()
+            start = tracer.now()
+            loss, stats = pipe.forward_backward(step)
+            pipe.optimizer_step()
+            rows = tracer.take()          # the step is over for this rank; gathering is not timed
+            if step < cfg.warmup:
+                continue
+            ids = np.tile([step, comm.Get_rank()], (len(rows), 1))
+            event_rows.append(gather_rows(comm, np.hstack([ids, rows])))
+            step_rows.append(gather_rows(comm, np.array([[step, comm.Get_rank(), grid.stage, grid.replica, start,
+                                                          stats.peak_in_flight, stats.peak_saved_bytes, loss]])))
+    if comm.Get_rank() != 0:
+        return None
+    events = events_frame(np.vstack(event_rows), ("step", "rank") + EVENT_FIELDS, OPS)
+    per_rank = pd.DataFrame(np.vstack(step_rows), columns=list(_STEP_FIELDS))
+    steps = [_step_record(cfg, events[events["step"] == s], per_rank[per_rank["step"] == s])
+             for s in sorted(per_rank["step"].unique())]
+    summary = _summary(cfg, steps, per_rank, events, float(skews.max()))
+    summary["path"] = str(write_run(results_dir, cfg.to_dict(), env, steps, summary, events)) if results_dir else None
+    summary["environment"] = env
+    return summary
+
+
+def _step_record(cfg: RunConfig, events: pd.DataFrame, ranks: pd.DataFrame) -> dict:
+    start = float(ranks["start"].min())
+    metrics = step_metrics(events, start=start,
+                           ranks=sorted(ranks["rank"].astype(int)))
+    metrics["throughput"] = cfg.batch / metrics["iteration_time"]
+    metrics["step"] = int(ranks["step"].iloc[0])
+    metrics["loss"] = float(ranks["loss"].iloc[0])
+    metrics["events"] = int(len(events))
+    return metrics
+
+
+def _summary(cfg: RunConfig, steps: list[dict], per_rank: pd.DataFrame, events: pd.DataFrame, skew: float) -> dict:
+    med = {k: float(np.median([s[k] for s in steps])) for k in
+           ("step_time", "iteration_time", "throughput", "bubble_mean", "bubble_max", "utilization", "overlap",
+            "exposed_comm", "allreduce_time", "optimizer_time")}
+    by_stage = per_rank.groupby("stage")
+    events_per_step = len(events) / len(steps) / per_rank["rank"].nunique()
+    return {
+        **{f"{k}_median": v for k, v in med.items()},
+        "step_time_min": float(min(s["step_time"] for s in steps)),
+        "step_time_max": float(max(s["step_time"] for s in steps)),
+        "bubble_theory": theory.bubble_fraction(cfg.schedule, cfg.pp, cfg.microbatches),
+        "peak_in_flight": [int(v) for v in by_stage["peak_in_flight"].max()],
+        "peak_in_flight_theory": [theory.peak_in_flight(cfg.schedule, cfg.pp, cfg.microbatches, r)
+                                  for r in range(cfg.pp)],
+        "peak_saved_bytes": [int(v) for v in by_stage["peak_saved_bytes"].max()],
+        "clock_skew_max": skew,
+        "trace_overhead": events_per_step * record_cost() / med["step_time"] if med["step_time"] > 0 else 0.0,
+        "steps": len(steps),
+    }

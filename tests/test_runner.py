@@ -1,0 +1,65 @@
+"""``ppbench run`` under MPI: the file it writes holds every action of every measured step.
+
+Structure only (counts, theory values, the blocking transport's zero overlap); timing belongs
+in the benchmarks.
+"""
+
+import math
+
+import pytest
+
+from conftest import world_size
+from ppbench import theory
+from ppbench.config import RunConfig
+from ppbench.results import read_run
+from ppbench.schedules import SCHEDULES, build_schedule
+
+WORLD = world_size()
+
+
+def run(tmp_path, **changes):
+    from mpi4py import MPI
+
+    from ppbench.runner import run_benchmark
+
+    directory = MPI.COMM_WORLD.bcast(str(tmp_path), root=0)   # one directory for all ranks
+    cfg = RunConfig(pp=WORLD, **changes)
+    return cfg, run_benchmark(cfg, MPI.COMM_WORLD, directory)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("transport", ["blocking", "nonblocking"])
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+def test_synthetic_run_records_every_action(tmp_path, schedule, transport):
+    cfg, summary = run(tmp_path, schedule=schedule, microbatches=3, workload="synthetic", t_fwd=0.001,
+                       t_bwd=0.002, message_bytes=4096, warmup=1, repeats=2, transport=transport)
+    if summary is None:          # ranks other than 0
+        return
+    events = read_run(summary["path"]).events
+    assert sorted(events["step"].unique()) == [1, 2]                       # warm-up step 0 not recorded
+    plan = build_schedule(schedule, cfg.pp, cfg.microbatches)
+    for r in range(cfg.pp):
+        mine = events[(events["rank"] == r) & (events["step"] == 2)]
+        recorded = mine[~mine["op"].isin(["WAIT", "OPTIMIZER", "ALLREDUCE"])].sort_values("start")
+        assert sorted(recorded["op"] + recorded["mb"].astype(str)) == sorted(str(a) for a in plan[r])
+    assert summary["peak_in_flight"] == summary["peak_in_flight_theory"]
+    assert summary["bubble_theory"] == theory.bubble_fraction(schedule, cfg.pp, cfg.microbatches)
+    assert 0 <= summary["bubble_mean_median"] <= 1
+    if cfg.pp == 1:
+        assert math.isnan(summary["overlap_median"])
+    elif transport == "blocking":
+        assert summary["overlap_median"] == 0.0
+    else:
+        assert summary["overlap_median"] > 0.0
+
+
+@pytest.mark.mpi
+def test_model_run_records_loss_memory_and_environment(tmp_path):
+    cfg, summary = run(tmp_path, schedule="gpipe", microbatches=2, model="gpt", repeats=2)
+    if summary is None:
+        return
+    meta = read_run(summary["path"]).meta
+    assert meta["config"] == cfg.to_dict()
+    assert meta["environment"]["world_size"] == WORLD and meta["environment"]["mpi_library"].startswith("MPICH")
+    assert len(meta["steps"]) == 2 and all(math.isfinite(s["loss"]) for s in meta["steps"])
+    assert all(b > 0 for b in summary["peak_saved_bytes"])       # GPT stages save activations
