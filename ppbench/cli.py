@@ -51,8 +51,26 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--results", default="results", help="directory for the result file (default results/)")
     run.add_argument("--no-save", action="store_true", help="print the metrics, write no file")
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    run.add_argument("--quiet", action="store_true", help="print nothing (sweeps)")
     run.add_argument("--timeout", type=float, default=1800.0, help="seconds before the MPI job is killed")
     run.set_defaults(handler=_cmd_run)
+
+    sweep = sub.add_parser("sweep", help="run a grid of configurations, skipping those already recorded")
+    sweep.add_argument("--schedules", default="naive,gpipe,1f1b", help="comma-separated (default all)")
+    sweep.add_argument("--world-sizes", default="1,2,4", help="ranks per run, comma-separated (default 1,2,4)")
+    sweep.add_argument("--microbatches", default="1,4,16", help="comma-separated (default 1,4,16)")
+    sweep.add_argument("--models", default="mlp", help="comma-separated families (default mlp)")
+    sweep.add_argument("--sizes", default="tiny", help="comma-separated presets (default tiny)")
+    sweep.add_argument("--workloads", default="model,synthetic", help="comma-separated (default model,synthetic)")
+    sweep.add_argument("--dp", type=int, default=1, help="data-parallel replicas in every run (default 1)")
+    for name, kind in (("--dtype", str), ("--t-fwd", float), ("--t-bwd", float), ("--message-bytes", int),
+                       ("--warmup", int), ("--repeats", int), ("--transport", str)):
+        sweep.add_argument(name, type=kind, default=getattr(RunConfig(), name[2:].replace("-", "_")))
+    sweep.add_argument("--results", default="results", help="result directory (default results/)")
+    sweep.add_argument("--redo", action="store_true", help="rerun configurations already recorded")
+    sweep.add_argument("--dry-run", action="store_true", help="list the configurations and stop")
+    sweep.add_argument("--timeout", type=float, default=900.0, help="seconds per run before it is killed")
+    sweep.set_defaults(handler=_cmd_sweep)
 
     sim = sub.add_parser("simulate", help="simulate a schedule's timeline and metrics (no MPI)")
     sim.add_argument("--schedule", required=True, choices=list(SCHEDULES))
@@ -152,14 +170,19 @@ def timeline_text(result, p: int) -> str:
     return "\n".join(rows)
 
 
-def _cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
+def _launch_or_run(ns: argparse.Namespace, argv: list[str], on_rank: Callable[[RunConfig, object], int]) -> int:
+    """Validate; outside an MPI job re-launch this command on pp x dp ranks, inside it run ``on_rank``."""
     try:
         cfg = _config(ns).validate()
     except ConfigError as exc:
         return _error(str(exc))
     if cfg.pp * cfg.dp > 1 and not in_mpi_job():
         return run_mpi(cfg.pp * cfg.dp, [sys.executable, "-m", "ppbench", *argv], ns.timeout)
-    return on_every_rank(lambda comm: _check_on_rank(cfg, ns, comm))
+    return on_every_rank(lambda comm: on_rank(cfg, comm))
+
+
+def _cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
+    return _launch_or_run(ns, argv, lambda cfg, comm: _check_on_rank(cfg, ns, comm))
 
 
 def _check_on_rank(cfg: RunConfig, ns: argparse.Namespace, comm) -> int:
@@ -190,20 +213,14 @@ def _check_text(r: dict) -> str:
 
 
 def _cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
-    try:
-        cfg = _config(ns).validate()
-    except ConfigError as exc:
-        return _error(str(exc))
-    if cfg.pp * cfg.dp > 1 and not in_mpi_job():
-        return run_mpi(cfg.pp * cfg.dp, [sys.executable, "-m", "ppbench", *argv], ns.timeout)
-    return on_every_rank(lambda comm: _run_on_rank(cfg, ns, comm))
+    return _launch_or_run(ns, argv, lambda cfg, comm: _run_on_rank(cfg, ns, comm))
 
 
 def _run_on_rank(cfg: RunConfig, ns: argparse.Namespace, comm) -> int:
     from .runner import run_benchmark
 
     summary = run_benchmark(cfg, comm, None if ns.no_save else ns.results)
-    if summary is not None:
+    if summary is not None and not ns.quiet:
         print(json.dumps(summary) if ns.json else run_text(cfg, summary), flush=True)
     return 0
 
@@ -231,6 +248,35 @@ def run_text(cfg: RunConfig, s: dict) -> str:
         f"of step time",
         f"  saved to    {s['path']}" if s["path"] else "  not saved (--no-save)",
     ])
+
+
+def _cmd_sweep(ns: argparse.Namespace, argv: list[str]) -> int:
+    from .sweep import run_sweep, sweep_configs
+
+    def items(text: str, kind=str) -> list:
+        try:
+            return [kind(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise SystemExit(_error(f"cannot read {text!r} as a comma-separated list of {kind.__name__}"))
+
+    try:
+        RunConfig(dtype=ns.dtype, transport=ns.transport, t_fwd=ns.t_fwd, t_bwd=ns.t_bwd,
+                  message_bytes=ns.message_bytes, warmup=ns.warmup, repeats=ns.repeats, dp=ns.dp).validate()
+    except ConfigError as exc:
+        return _error(str(exc))
+    configs, notes = sweep_configs(items(ns.schedules), items(ns.world_sizes, int), items(ns.microbatches, int),
+                                   items(ns.models), items(ns.sizes), items(ns.workloads), dp=ns.dp,
+                                   dtype=ns.dtype, transport=ns.transport, t_fwd=ns.t_fwd, t_bwd=ns.t_bwd,
+                                   message_bytes=ns.message_bytes, warmup=ns.warmup, repeats=ns.repeats)
+    for note in notes:
+        print(f"ppbench sweep: left out {note}")
+    if not configs:
+        return _error("the sweep grid holds no valid configuration")
+    if ns.dry_run:
+        for cfg in configs:
+            print(f"{cfg.schedule} pp={cfg.pp} dp={cfg.dp} m={cfg.microbatches} {cfg.workload} {cfg.model}/{cfg.size}")
+        return 0
+    return 1 if run_sweep(configs, ns.results, ns.redo, ns.timeout) else 0
 
 
 def _cmd_simulate(ns: argparse.Namespace, argv: list[str]) -> int:
