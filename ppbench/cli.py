@@ -72,6 +72,18 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--timeout", type=float, default=900.0, help="seconds per run before it is killed")
     sweep.set_defaults(handler=_cmd_sweep)
 
+    report = sub.add_parser("report", help="summarise result files: table, pictures, HTML page")
+    report.add_argument("directory", help="directory of result files (searched recursively)")
+    report.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table",
+                        help="what to print (default table)")
+    report.add_argument("--out", help="where to write the report (default DIR/report)")
+    report.add_argument("--schedule", action="append", help="only this schedule (repeatable)")
+    report.add_argument("--model", action="append", help="only this model family (repeatable)")
+    report.add_argument("--workload", action="append", help="only this workload (repeatable)")
+    report.add_argument("--baseline", help="another result directory to compare with (ratios)")
+    report.add_argument("--no-files", action="store_true", help="print only; write no report files")
+    report.set_defaults(handler=_cmd_report)
+
     sim = sub.add_parser("simulate", help="simulate a schedule's timeline and metrics (no MPI)")
     sim.add_argument("--schedule", required=True, choices=list(SCHEDULES))
     sim.add_argument("--stages", "-p", type=int, required=True)
@@ -277,6 +289,22 @@ def _cmd_sweep(ns: argparse.Namespace, argv: list[str]) -> int:
             print(f"{cfg.schedule} pp={cfg.pp} dp={cfg.dp} m={cfg.microbatches} {cfg.workload} {cfg.model}/{cfg.size}")
         return 0
     return 1 if run_sweep(configs, ns.results, ns.redo, ns.timeout) else 0
+
+
+def _cmd_report(ns: argparse.Namespace, argv: list[str]) -> int:
+    from pathlib import Path
+
+    from .report import run_report
+
+    if not Path(ns.directory).is_dir():
+        return _error(f"{ns.directory} is not a directory")
+    code, text, warnings = run_report(ns.directory, ns.format, ns.out, ns.schedule, ns.model, ns.workload,
+                                      ns.baseline, write=not ns.no_files)
+    for warning in warnings:
+        print(f"ppbench report: {warning}", file=sys.stderr)
+    if text:
+        print(text)
+    return code
 
 
 def _cmd_simulate(ns: argparse.Namespace, argv: list[str]) -> int:

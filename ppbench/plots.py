@@ -1,0 +1,198 @@
+"""Report pictures (matplotlib, no display needed): timelines, bubble vs microbatches, scaling,
+memory, overlap. Each function writes one PNG and returns its path, or None if the data lacks
+what it needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from . import theory  # noqa: E402
+from .metrics import COMPUTE, TRANSFER  # noqa: E402
+from .results import Run  # noqa: E402
+from .schedules import build_schedule  # noqa: E402
+from .simulator import Costs, simulate, simulated_events  # noqa: E402
+
+__all__ = ["draw_all", "CAPTIONS"]
+
+COLOURS = {"F": "#4c72b0", "B": "#55a868", "W": "#8172b2", "WAIT": "#dddddd"}
+CAPTIONS = {
+    "timeline": "One step per rank, measured (top; times on rank 0's clock) and simulated with the measured median F/B "
+                "durations (bottom). F blue, B green, W purple; grey = blocked waiting for a transfer; thin lines = "
+                "transfers in flight (post to observed completion); white = idle.",
+    "bubble": "Bubble fraction (share of step time idle, mean over ranks) against microbatches m, per schedule; "
+              "points measured, dashed lines the theory (p-1)/(m+p-1) (naive: (p-1)/p) for the same p.",
+    "scaling": "Throughput (samples/s) and utilization against the number of ranks ('GPUs') per schedule, workload "
+               "and model size, at the largest m measured.",
+    "memory": "Peak in-flight microbatches (theory as black ticks) and peak saved-activation KiB per pipeline stage.",
+    "overlap": "Communication overlap (share of transfer time during which the rank computed) by transport.",
+}
+
+
+def draw_all(runs: list[Run], table: pd.DataFrame, out: Path) -> list[Path]:
+    made = []
+    for schedule in sorted(table["schedule"].unique()):
+        run = _representative(runs, schedule)
+        if run is not None:
+            made.append(timeline(run, out / f"timeline-{schedule}.png"))
+    for fn, name in ((bubble_vs_microbatches, "bubble"), (scaling, "scaling"), (overlap_by_transport, "overlap")):
+        path = fn(table, out / f"{name}.png")
+        if path:
+            made.append(path)
+    path = memory(runs, out / "memory.png")
+    if path:
+        made.append(path)
+    return made
+
+
+def _representative(runs: list[Run], schedule: str) -> Run | None:
+    """The run whose timeline says most: most stages, then m nearest 2p, synthetic first."""
+    mine = [r for r in runs if r.config["schedule"] == schedule]
+    if not mine:
+        return None
+    return max(mine, key=lambda r: (r.config["pp"], -abs(r.config["microbatches"] - 2 * r.config["pp"]),
+                                    r.config["workload"] == "synthetic", r.meta["run_id"]))
+
+
+def timeline(run: Run, path: Path) -> Path:
+    cfg = run.config
+    events = run.events[run.events["step"] == run.events["step"].max()]
+    events = events[events["rank"] < cfg["pp"]]                      # replica 0 only
+    origin = events["start"].min()
+    measured = events.assign(start=(events["start"] - origin) * 1e3, end=(events["end"] - origin) * 1e3)
+    dur = (events["end"] - events["start"]) * 1e3
+    f = float(dur[events["op"] == "F"].median() or 1.0)
+    b = float(dur[events["op"] == "B"].median() or 2.0)
+    transport = "blocking" if cfg["transport"] == "blocking" or (cfg["transport"] == "auto" and cfg["schedule"] == "naive") \
+        else "nonblocking"
+    sim = simulated_events(simulate(build_schedule(cfg["schedule"], cfg["pp"], cfg["microbatches"]), Costs(f, b),
+                                    transport), cfg["pp"], cfg["microbatches"])
+    fig, axes = plt.subplots(2, 1, figsize=(11, 1.2 + 0.9 * cfg["pp"]), sharex=True)
+    for ax, ev, title in ((axes[0], measured, "measured"), (axes[1], sim, f"simulated (F={f:.2f} ms, B={b:.2f} ms)")):
+        _draw_lanes(ax, ev, cfg["pp"])
+        ax.set_title(f"{cfg['schedule']} p={cfg['pp']} m={cfg['microbatches']} {cfg['workload']}: {title}",
+                     fontsize=10, loc="left")
+    axes[1].set_xlabel("time since step start (ms)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _draw_lanes(ax, ev: pd.DataFrame, p: int) -> None:
+    for _, e in ev.iterrows():
+        y = e["rank"]
+        if e["op"] in COMPUTE or e["op"] == "WAIT":
+            ax.barh(y, e["end"] - e["start"], left=e["start"], height=0.7, color=COLOURS[e["op"]],
+                    edgecolor="white" if e["op"] != "WAIT" else "none", linewidth=0.5)
+            if e["op"] in COMPUTE and e["end"] - e["start"] > 0:
+                ax.text((e["start"] + e["end"]) / 2, y, f"{e['op']}{e['mb']}", ha="center", va="center", fontsize=6,
+                        color="white")
+        elif e["op"] in TRANSFER:
+            offset = -0.42 if e["op"].startswith("SEND") else 0.42
+            ax.plot([e["start"], e["end"]], [y + offset] * 2, color="#c44e52", linewidth=0.8)
+    ax.set_yticks(range(p), [f"rank {r}" for r in range(p)])
+    ax.set_ylim(p - 0.5, -0.5)
+
+
+def bubble_vs_microbatches(table: pd.DataFrame, path: Path) -> Path | None:
+    data = table[table["pp"] > 1]
+    if data.empty:
+        return None
+    schedules = sorted(data["schedule"].unique())
+    fig, axes = plt.subplots(1, len(schedules), figsize=(4.2 * len(schedules), 3.6), sharey=True, squeeze=False)
+    for ax, schedule in zip(axes[0], schedules):
+        sel = data[data["schedule"] == schedule]
+        for i, p in enumerate(sorted(sel["pp"].unique())):
+            colour = f"C{i}"
+            pts = sel[sel["pp"] == p]
+            for work, marker in (("synthetic", "o"), ("model", "s")):
+                w = pts[pts["workload"] == work]
+                ax.plot(w["microbatches"], w["bubble"], marker, color=colour, alpha=0.8,
+                        label=f"p={p} {work}" if len(w) else None)
+            ms = np.arange(1, max(sel["microbatches"].max(), 2) + 1)
+            ax.plot(ms, [theory.bubble_fraction(schedule, p, m) for m in ms], "--", color=colour, linewidth=1)
+        ax.set_xscale("log", base=2)
+        ax.set_title(schedule)
+        ax.set_xlabel("microbatches m")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("bubble fraction (idle share of step)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def scaling(table: pd.DataFrame, path: Path) -> Path | None:
+    if table["world_size"].nunique() < 2:
+        return None
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    biggest = table.groupby(["schedule", "workload", "model", "size", "world_size"])["microbatches"].transform("max")
+    data = table[table["microbatches"] == biggest]
+    for (schedule, work, model, size), sel in data.groupby(["schedule", "workload", "model", "size"]):
+        sel = sel.sort_values("world_size")
+        label = f"{schedule} {'synthetic' if work == 'synthetic' else f'{model}/{size}'}"
+        ax1.plot(sel["world_size"], sel["throughput"], "o-", label=label)
+        ax2.plot(sel["world_size"], sel["utilization"], "o-", label=label)
+    ax1.set_ylabel("throughput (samples/s)")
+    ax2.set_ylabel("utilization (1 - bubble)")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("ranks ('GPUs')")
+        ax.set_xticks(sorted(data["world_size"].unique()))
+    ax1.set_yscale("log")
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def memory(runs: list[Run], path: Path) -> Path | None:
+    model_runs = [r for r in runs if r.config["workload"] == "model" and r.config["pp"] > 1]
+    if not model_runs:
+        return None
+    pick = {}
+    for r in model_runs:   # per schedule: most stages, then most microbatches
+        key = (r.config["pp"], r.config["microbatches"])
+        if r.config["schedule"] not in pick or key > (pick[r.config["schedule"]].config["pp"],
+                                                       pick[r.config["schedule"]].config["microbatches"]):
+            pick[r.config["schedule"]] = r
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+    width = 0.8 / len(pick)
+    for i, (schedule, r) in enumerate(sorted(pick.items())):
+        s, c = r.meta["summary"], r.config
+        x = np.arange(len(s["peak_in_flight"])) + i * width
+        label = f"{schedule} p={c['pp']} m={c['microbatches']}"
+        ax1.bar(x, s["peak_in_flight"], width, label=label)
+        ax1.plot(x, s["peak_in_flight_theory"], "k_", markersize=12)
+        ax2.bar(x, np.array(s["peak_saved_bytes"]) / 1024, width, label=label)
+    ax1.set_ylabel("peak in-flight microbatches")
+    ax2.set_ylabel("peak saved activations (KiB)")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("pipeline stage")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def overlap_by_transport(table: pd.DataFrame, path: Path) -> Path | None:
+    data = table[(table["pp"] > 1) & table["overlap"].notna()]
+    if data.empty:
+        return None
+    agg = data.groupby(["schedule", "transport"])["overlap"].median().unstack("transport")
+    ax = agg.plot.bar(figsize=(6, 3.6), rot=0)
+    ax.set_ylabel("communication overlap")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("schedule (median over configurations with p > 1)")
+    ax.figure.tight_layout()
+    ax.figure.savefig(path, dpi=110)
+    plt.close(ax.figure)
+    return path

@@ -1,0 +1,189 @@
+"""``ppbench report DIR``: result files -> a tidy table, a terminal summary, and a report page.
+
+Repeats of one configuration (same config key: several steps, several runs) are aggregated
+to the median, with min and max of the step time.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import pandas as pd
+
+from . import theory
+from .results import Run, load_runs
+
+__all__ = ["tidy_table", "format_summary", "write_report", "compare", "run_report", "environments"]
+
+_CONFIG_COLS = ["schedule", "transport", "pp", "dp", "microbatches", "workload", "model", "size", "dtype"]
+
+
+def _steps_frame(runs: list[Run]) -> pd.DataFrame:
+    rows = []
+    for run in runs:
+        cfg, env, summary = run.config, run.meta["environment"], run.meta["summary"]
+        transport = cfg["transport"] if cfg["transport"] != "auto" else (
+            "blocking" if cfg["schedule"] == "naive" else "nonblocking")
+        for step in run.meta["steps"]:
+            rows.append({
+                "config_key": run.meta["config_key"], **{c: cfg[c] for c in _CONFIG_COLS}, "transport": transport,
+                "world_size": cfg["pp"] * cfg["dp"], "run_id": run.meta["run_id"],
+                "step_time": step["step_time"], "throughput": step["throughput"], "bubble": step["bubble_mean"],
+                "bubble_max": step["bubble_max"], "utilization": step["utilization"], "overlap": step["overlap"],
+                "exposed_comm": step["exposed_comm"],
+                "peak_in_flight": max(summary["peak_in_flight"]), "peak_saved_bytes": max(summary["peak_saved_bytes"]),
+                "host": env["host"], "cores": env["cores"], "device": env["device"], "mpi": env["mpi_library"],
+                "oversubscribed": env["oversubscribed"],
+            })
+    return pd.DataFrame(rows)
+
+
+def tidy_table(runs: list[Run]) -> pd.DataFrame:
+    """One row per configuration: medians over every step of every run, with min/max step time."""
+    steps = _steps_frame(runs)
+    if steps.empty:
+        return steps
+    keys = ["config_key", *_CONFIG_COLS, "world_size", "host", "cores", "device", "mpi", "oversubscribed"]
+    grouped = steps.groupby(keys, dropna=False, sort=False)
+    table = grouped.agg(
+        runs=("run_id", "nunique"), steps=("step_time", "size"),
+        step_time_ms=("step_time", lambda s: 1e3 * s.median()), step_time_ms_min=("step_time", lambda s: 1e3 * s.min()),
+        step_time_ms_max=("step_time", lambda s: 1e3 * s.max()), throughput=("throughput", "median"),
+        bubble=("bubble", "median"), bubble_max=("bubble_max", "median"), utilization=("utilization", "median"),
+        overlap=("overlap", "median"), exposed_comm_ms=("exposed_comm", lambda s: 1e3 * s.median()),
+        peak_in_flight=("peak_in_flight", "max"), peak_act_kib=("peak_saved_bytes", lambda s: s.max() / 1024),
+    ).reset_index()
+    table.insert(table.columns.get_loc("bubble_max") + 1, "bubble_theory",
+                 [theory.bubble_fraction(s, p, m) for s, p, m in zip(table["schedule"], table["pp"], table["microbatches"])])
+    table["peak_in_flight_theory"] = [theory.peak_in_flight(s, p, m, 0) for s, p, m in
+                                      zip(table["schedule"], table["pp"], table["microbatches"])]
+    order = ["workload", "model", "size", "schedule", "transport", "world_size", "pp", "dp", "microbatches"]
+    return table.sort_values(order, kind="stable").reset_index(drop=True)
+
+
+def compare(table: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
+    """Configurations present in both, with the baseline's step time and throughput and the ratios."""
+    base = baseline.set_index("config_key")[["step_time_ms", "throughput", "bubble"]].add_prefix("baseline_")
+    both = table.join(base, on="config_key", how="inner")
+    both["step_time_ratio"] = both["step_time_ms"] / both["baseline_step_time_ms"]
+    both["throughput_ratio"] = both["throughput"] / both["baseline_throughput"]
+    return both
+
+
+_SHOW = {"schedule": "schedule", "transport": "transport", "world_size": "ranks", "pp": "p", "dp": "d",
+         "microbatches": "m", "work": "workload", "step_time_ms": "step ms", "throughput": "samples/s",
+         "bubble": "bubble", "bubble_theory": "theory", "utilization": "util", "overlap": "overlap",
+         "peak_in_flight": "in-flight", "peak_act_kib": "act KiB", "runs": "runs"}
+
+
+def _display(table: pd.DataFrame) -> pd.DataFrame:
+    shown = table.assign(work=[w if w == "synthetic" else f"{m}/{s}" for w, m, s in
+                               zip(table["workload"], table["model"], table["size"])])
+    cols = [c for c in _SHOW if c in shown.columns] + [c for c in ("baseline_step_time_ms", "step_time_ratio",
+                                                                    "throughput_ratio") if c in shown.columns]
+    return shown[cols].rename(columns=_SHOW)
+
+
+def format_summary(table: pd.DataFrame, fmt: str) -> str:
+    """The table as text: table (terminal), markdown, csv or json."""
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    if fmt == "json":
+        return table.to_json(orient="records", indent=1)
+    shown = _display(table)
+    if fmt == "markdown":
+        return _markdown(shown)
+    return shown.to_string(index=False, float_format=lambda v: f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}")
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    def cell(v):
+        return f"{v:.3f}" if isinstance(v, float) and abs(v) < 100 else (f"{v:.1f}" if isinstance(v, float) else str(v))
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def environments(runs: list[Run]) -> list[str]:
+    """One line per distinct machine set-up the runs came from."""
+    seen = []
+    for run in runs:
+        e = run.meta["environment"]
+        line = (f"{e['host']}: {e['cores']} cores, {e['device']}, {e['mpi_library']}, torch {e['torch']}, "
+                f"mpi4py {e['mpi4py']}" + (" (some runs OVERSUBSCRIBED: more ranks than cores)"
+                                           if e["oversubscribed"] else ""))
+        if line not in seen:
+            seen.append(line)
+    return seen
+
+
+def write_report(runs: list[Run], table: pd.DataFrame, out: Path, skipped: list[str]) -> list[Path]:
+    """index.html with its pictures, summary.md and summary.csv under ``out``; returns the files."""
+    from . import plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    images = plots.draw_all(runs, table, out)
+    (out / "summary.csv").write_text(table.to_csv(index=False))
+    env = environments(runs)
+    md = ["# ppbench report", "", *[f"- {line}" for line in env], "",
+          "Bubble: fraction of step time idle (mean over ranks); theory (p-1)/(m+p-1) for GPipe/1F1B, (p-1)/p "
+          "for naive. Medians over all measured steps.", "", _markdown(_display(table)), ""]
+    md += [f"![{img.stem}]({img.name})" for img in images]
+    (out / "summary.md").write_text("\n".join(md) + "\n")
+    (out / "index.html").write_text(_html(table, env, images, skipped))
+    return [out / "index.html", out / "summary.md", out / "summary.csv", *images]
+
+
+def _html(table: pd.DataFrame, env: list[str], images: list[Path], skipped: list[str]) -> str:
+    from .plots import CAPTIONS
+
+    figures = "\n".join(f'<figure><img src="{html.escape(i.name)}" alt="{html.escape(i.stem)}">'
+                        f"<figcaption>{html.escape(CAPTIONS.get(i.stem.split('-')[0], i.stem))}</figcaption></figure>"
+                        for i in images)
+    warn = "".join(f"<li>{html.escape(s)}</li>" for s in skipped)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>ppbench report</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse;font-size:12px}}
+td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}} figure{{margin:1.5em 0}} img{{max-width:100%}}
+.env{{background:#f4f4f4;padding:.5em 1em}}</style></head><body>
+<h1>ppbench report</h1>
+<div class="env"><b>Measured on</b><ul>{"".join(f"<li>{html.escape(e)}</li>" for e in env)}</ul></div>
+<p>Medians over every measured step of every run of a configuration. Bubble = fraction of step time a rank is idle
+(mean over ranks); theory assumes uniform stages and free communication: (p-1)/(m+p-1) for GPipe and 1F1B, (p-1)/p
+for naive (Megatron-LM's bubble/ideal form is (p-1)/m). Overlap = share of transfer time during which the rank computed.
+</p>
+{_display(table).to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-")}
+{figures}
+{f"<h2>Skipped files</h2><ul>{warn}</ul>" if skipped else ""}
+</body></html>
+"""
+
+
+def run_report(directory: str, fmt: str, out: str | None, schedules: list[str] | None, models: list[str] | None,
+               workloads: list[str] | None, baseline: str | None, write: bool = True) -> tuple[int, str, list[str]]:
+    """Everything ``ppbench report`` does; returns (exit status, text for stdout, warnings)."""
+    runs, skipped = load_runs(directory)
+    warnings = list(skipped)
+    runs = [r for r in runs if (not schedules or r.config["schedule"] in schedules)
+            and (not models or r.config["model"] in models) and (not workloads or r.config["workload"] in workloads)]
+    if not runs:
+        return 1, "", warnings + [f"no ppbench results in {directory}/ (after filters): run `ppbench run` or "
+                                  "`ppbench sweep` first"]
+    table = tidy_table(runs)
+    if baseline:
+        base_runs, base_skipped = load_runs(baseline)
+        warnings += base_skipped
+        if not base_runs:
+            return 1, "", warnings + [f"no ppbench results in baseline {baseline}/"]
+        table = compare(table, tidy_table(base_runs))
+        if table.empty:
+            return 1, "", warnings + [f"no configuration is in both {directory}/ and {baseline}/"]
+    text = format_summary(table, fmt)
+    if write:
+        target = Path(out) if out else Path(directory) / "report"
+        files = write_report(runs, table, target, skipped)
+        if fmt == "table":
+            text += f"\n\nreport: {files[0]} ({len(files) - 3} pictures), {files[1]}, {files[2]}"
+    return 0, text, warnings

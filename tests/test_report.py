@@ -1,0 +1,119 @@
+"""``ppbench report``: pictures, tables and the numbers in them, from fixtures and a real run."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ppbench import theory
+from ppbench.config import RunConfig
+from ppbench.launch import _LAUNCHER_VARS
+from ppbench.metrics import step_metrics
+from ppbench.report import run_report
+from ppbench.results import write_run
+from ppbench.schedules import build_schedule
+from ppbench.simulator import Costs, simulate, simulated_events
+
+PNG = b"\x89PNG\r\n\x1a\n"
+ENV = {"host": "fixture-host", "cores": 2, "device": "cpu", "mpi_library": "MPICH Version: test", "torch": "x",
+       "mpi4py": "y", "oversubscribed": False}
+
+
+def fixture_run(directory, schedule="1f1b", pp=2, m=4, step_times=(1.0, 1.2, 1.1), workload="synthetic"):
+    """A result file whose events come from the simulator, scaled so each step takes the given time."""
+    cfg = RunConfig(schedule=schedule, pp=pp, microbatches=m, workload=workload)
+    base = simulated_events(simulate(build_schedule(schedule, pp, m), Costs(1, 2, 0, 0.1), "nonblocking"), pp, m)
+    frames, steps = [], []
+    for step, target in enumerate(step_times, start=1):
+        metrics = step_metrics(base, start=0.0)
+        scale = target / metrics["step_time"]
+        ev = base.assign(start=base["start"] * scale, end=base["end"] * scale, step=step)
+        metrics = step_metrics(ev, start=0.0)
+        metrics.update(step=step, throughput=cfg.batch / metrics["iteration_time"], loss=0.5, events=len(ev))
+        frames.append(ev)
+        steps.append(metrics)
+    summary = {"peak_in_flight": [theory.peak_in_flight(schedule, pp, m, r) for r in range(pp)],
+               "peak_in_flight_theory": [theory.peak_in_flight(schedule, pp, m, r) for r in range(pp)],
+               "peak_saved_bytes": [1024 * (pp - r) for r in range(pp)]}
+    return write_run(directory, cfg.to_dict(), ENV, steps, summary, pd.concat(frames, ignore_index=True))
+
+
+@pytest.fixture
+def results(tmp_path):
+    for schedule in ("gpipe", "1f1b"):
+        for pp, m in ((1, 4), (2, 1), (2, 4), (4, 8)):
+            fixture_run(tmp_path, schedule, pp, m)
+    fixture_run(tmp_path, "1f1b", 2, 4, step_times=(2.0, 3.0))      # a second run of the same configuration
+    return tmp_path
+
+
+def test_report_writes_every_picture_and_page(results):
+    code, text, warnings = run_report(str(results), "table", None, None, None, None, None)
+    assert code == 0 and warnings == []
+    out = results / "report"
+    expected = ["timeline-gpipe.png", "timeline-1f1b.png", "bubble.png", "scaling.png", "overlap.png"]
+    page = (out / "index.html").read_text()
+    for name in expected:
+        data = (out / name).read_bytes()
+        assert data.startswith(PNG) and len(data) > 5000, name
+        assert f'src="{name}"' in page
+    assert "fixture-host: 2 cores, cpu" in page
+    assert (out / "summary.md").read_text().startswith("# ppbench report")
+    assert "report: " in text and "index.html" in text
+
+
+def test_summary_numbers_are_medians_of_the_files(results):
+    code, text, _ = run_report(str(results), "csv", None, ["1f1b"], None, None, None, write=False)
+    table = pd.read_csv(pd.io.common.StringIO(text))
+    row = table[(table["pp"] == 2) & (table["microbatches"] == 4)].iloc[0]
+    assert row["runs"] == 2 and row["steps"] == 5
+    assert row["step_time_ms"] == pytest.approx(1e3 * 1.2)                 # median of 1.0 1.2 1.1 2.0 3.0
+    assert row["step_time_ms_min"] == pytest.approx(1e3) and row["step_time_ms_max"] == pytest.approx(3e3)
+    assert row["bubble_theory"] == pytest.approx(1 / 5)
+    assert set(table["schedule"]) == {"1f1b"}
+
+
+def test_bad_files_are_named_and_skipped(results):
+    (results / "broken.parquet").write_bytes(b"PAR1 garbage")
+    code, _, warnings = run_report(str(results), "table", None, None, None, None, None, write=False)
+    assert code == 0
+    assert any("broken.parquet: not a readable Parquet file" in w for w in warnings)
+
+
+def test_empty_directory_is_an_error(tmp_path):
+    code, text, warnings = run_report(str(tmp_path), "table", None, None, None, None, None)
+    assert code == 1 and text == "" and "no ppbench results in" in warnings[-1]
+
+
+def test_baseline_comparison_gives_ratios(tmp_path):
+    fixture_run(tmp_path / "new", step_times=(1.0,))
+    fixture_run(tmp_path / "old", step_times=(2.0,))
+    code, text, _ = run_report(str(tmp_path / "new"), "json", None, None, None, None, str(tmp_path / "old"), write=False)
+    rows = pd.read_json(pd.io.common.StringIO(text))
+    assert code == 0 and rows["step_time_ratio"].iloc[0] == pytest.approx(0.5)
+
+
+def test_report_of_a_real_run(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARS}
+    root = Path(__file__).resolve().parent.parent
+    run = [sys.executable, "-m", "ppbench", "run", "--pp", "2", "--microbatches", "3", "--repeats", "2",
+           "--results", str(tmp_path)]
+    for extra in ([], ["--workload", "synthetic", "--t-fwd", "0.001", "--t-bwd", "0.002"]):
+        proc = subprocess.run(run + extra, capture_output=True, text=True, timeout=120, env=env, cwd=root)
+        assert proc.returncode == 0, proc.stderr
+        assert "saved to" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "ppbench", "report", str(tmp_path), "--format", "markdown"],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("| schedule |") and "| 1f1b |" in proc.stdout
+    assert (tmp_path / "report" / "timeline-1f1b.png").read_bytes().startswith(PNG)
+    assert (tmp_path / "report" / "memory.png").read_bytes().startswith(PNG)
+
+
+def test_report_rejects_a_missing_directory(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ppbench", "report", str(tmp_path / "nope")], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "is not a directory" in proc.stderr
