@@ -45,3 +45,29 @@ def tests(session: nox.Session) -> None:
     """The tests that need no MPI launcher (fast feedback while editing)."""
     _require_ppbench(session)
     session.run(*PYTEST, "-m", "not mpi", *session.posargs)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """The asv suite on a small grid (a few minutes on 2 cores), saved under .asv/ and published.
+
+    ``nox -s bench -- --full`` runs the whole grid. Other arguments go to ``asv run``. Result files
+    also land in results/asv-<time>/ for ``ppbench report results/``.
+    """
+    _require_ppbench(session)
+    full = "--full" in session.posargs
+    args = [a for a in session.posargs if a != "--full"]
+    commit = session.run("git", "rev-parse", "HEAD", silent=True, external=True).strip()
+    session.run("asv", "machine", "--yes", external=True)
+    session.run("asv", "run", "--set-commit-hash", commit, "--show-stderr", *args, external=True,
+                env={"PPBENCH_BENCH_QUICK": "0" if full else "1"})
+    session.run("asv", "publish", external=True)
+    session.log("view with: asv preview (then open the address it prints)")
+
+
+@nox.session(default=False)
+def asv_check(session: nox.Session) -> None:
+    """Benchmarks import and are well formed (what CI runs instead of the sweep)."""
+    _require_ppbench(session)
+    session.run("asv", "machine", "--yes", external=True)
+    session.run("asv", "check", external=True)

@@ -38,7 +38,7 @@ def run_check(cfg: RunConfig, comm: MPI.Comm) -> dict:
     worst = np.zeros(5)   # grad abs, grad rel, param abs, param rel, loss rel
     with Grid(comm, cfg.pp, cfg.dp) as grid:
         pipe = PipelineRank(cfg, grid)
-        ref = Reference(cfg)
+        ref = Reference(cfg, pipe.device)
         losses = []
         for step in range(max(cfg.steps, 1)):
             loss, _ = pipe.forward_backward(step)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import traceback
 from typing import Callable
 
@@ -115,8 +116,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimizer", default=d.optimizer, help=f"one of {', '.join(OPTIMIZERS)} (default {d.optimizer})")
     parser.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr})")
     parser.add_argument("--transport", default=d.transport, help=f"one of {', '.join(TRANSPORTS)} (default auto)")
-    parser.add_argument("--fault", default="", help="testing aid: RANK:ACTION raises on that world rank at that "
-                        "action (e.g. 1:B2)")
+    parser.add_argument("--fault", default="", help="testing aid: RANK:ACTION[:KIND] injects a fault on that world "
+                        "rank at that action, KIND raise (default), nan, kill or hang (e.g. 1:B2:nan)")
+    parser.add_argument("--device", default=d.device, help="auto (a CUDA device per local rank when available), "
+                        "cpu or cuda (default auto)")
+    parser.add_argument("--step-timeout", type=float, default=0.0,
+                        help="seconds a training step may take before the job is ended (default 0: no limit)")
 
 
 def _add_measure_options(parser: argparse.ArgumentParser) -> None:
@@ -136,7 +141,7 @@ def _config(ns: argparse.Namespace) -> RunConfig:
     return RunConfig(**extra, schedule=ns.schedule, pp=ns.pp, dp=ns.dp, microbatches=ns.microbatches,
                      global_batch=ns.global_batch, model=ns.model, size=ns.size, dtype=ns.dtype, seed=ns.seed,
                      steps=ns.steps, optimizer=ns.optimizer, lr=ns.lr, transport=ns.transport,
-                     fault=ns.fault)
+                     fault=ns.fault, step_timeout=ns.step_timeout, device=ns.device)
 
 
 def _error(message: str) -> int:
@@ -348,5 +353,6 @@ def on_every_rank(work: Callable[[object], int]) -> int:
         tb = traceback.format_exc()
         print(f"ppbench: rank {comm.Get_rank()} of {comm.Get_size()} failed: {exc}\n{tb}", file=sys.stderr, flush=True)
         if comm.Get_size() > 1:
+            time.sleep(0.5)      # let the launcher forward this message before MPI_Abort tears the job down
             comm.Abort(1)
         return 1

@@ -15,6 +15,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 OPTIMIZERS = ("sgd", "adam")
 TRANSPORTS = ("auto", "blocking", "nonblocking")
 WORKLOADS = ("model", "synthetic")
+FAULT_KINDS = ("raise", "nan", "kill", "hang")
 
 
 class ConfigError(ValueError):
@@ -44,7 +45,9 @@ class RunConfig:
     optimizer: str = "sgd"        # sgd (momentum 0.9) or adam
     lr: float = 0.01              # learning rate
     transport: str = "auto"       # blocking, nonblocking, or auto (naive: blocking; others: nonblocking)
-    fault: str = ""               # testing aid: "RANK:ACTION" (e.g. "1:B2") raises there; "" for none
+    fault: str = ""               # testing aid: "RANK:ACTION[:KIND]", KIND raise|nan|kill|hang; "" for none
+    step_timeout: float = 0.0     # seconds a step may take before the job is ended (0: no limit)
+    device: str = "auto"          # auto (cuda:(local rank mod count) when CUDA is available), cpu, or cuda
     workload: str = "model"       # model (real torch layers) or synthetic (timed sleeps, fixed message size)
     t_fwd: float = 0.002          # synthetic: seconds per F on one stage
     t_bwd: float = 0.004          # synthetic: seconds per B on one stage
@@ -61,12 +64,12 @@ class RunConfig:
         return self.batch // (self.microbatches * self.dp)
 
     @property
-    def fault_target(self) -> tuple[int, str] | None:
-        """(world rank, action string) of the injected fault, if any."""
+    def fault_target(self) -> tuple[int, str, str] | None:
+        """(world rank, action string, kind) of the injected fault, if any."""
         if not self.fault:
             return None
-        rank, action = self.fault.split(":")
-        return int(rank), action
+        rank, action, *kind = self.fault.split(":")
+        return int(rank), action, (kind[0] if kind else "raise")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -99,6 +102,11 @@ class RunConfig:
         _choice("optimizer", self.optimizer, list(OPTIMIZERS))
         _choice("transport", self.transport, list(TRANSPORTS))
         _choice("workload", self.workload, list(WORKLOADS))
+        _choice("device", self.device, ["auto", "cpu", "cuda"])
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device", "'cuda' requested but torch sees no CUDA device; allowed here: auto, cpu")
+        if not 0 <= self.step_timeout < 86400:
+            raise ConfigError("step_timeout", f"must be between 0 (no limit) and 86400 seconds, got {self.step_timeout}")
         _at_least("warmup", self.warmup, 0)
         _at_least("repeats", self.repeats, 1)
         _at_least("message_bytes", self.message_bytes, 4)
@@ -145,12 +153,13 @@ def _fault(name: str, value: str, world: int) -> None:
         return
     from .actions import parse_action
 
-    rank, _, action = value.partition(":")
+    rank, _, rest = value.partition(":")
+    action, _, kind = rest.partition(":")
     try:
         parse_action(action)
-        ok = rank.isdigit() and int(rank) < world
+        ok = rank.isdigit() and int(rank) < world and kind in ("", *FAULT_KINDS)
     except ValueError:
         ok = False
     if not ok:
-        raise ConfigError(name, f"{value!r} is not RANK:ACTION with 0 <= RANK < {world} and ACTION like F0, B2, "
-                          "SEND_F1, RECV_B3")
+        raise ConfigError(name, f"{value!r} is not RANK:ACTION[:KIND] with 0 <= RANK < {world}, ACTION like F0, B2, "
+                          f"SEND_F1, RECV_B3 and KIND one of {', '.join(FAULT_KINDS)}")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import torch
 from mpi4py import MPI
 
@@ -30,6 +34,7 @@ class StepStats:
         self.loss = 0.0               # sum of 1/m-scaled microbatch losses (last stage only)
         self.peak_in_flight = 0       # microbatches forwarded but not yet backwarded, at most
         self.peak_saved_bytes = 0     # activation bytes saved for backward, at most
+        self.peak_device_bytes = 0    # CUDA allocator peak during the step (0 on CPU)
 
 
 class Executor:
@@ -43,7 +48,7 @@ class Executor:
 
     def __init__(self, *, rank: int, p: int, stages: dict, actions: list[Action], transport: Transport,
                  mode: str, activation_shape: tuple[int, ...], dtype: torch.dtype, num_microbatches: int,
-                 tracer: Tracer | None = None, fault: str | None = None, where: str = ""):
+                 tracer: Tracer | None = None, fault: tuple[str, str] | None = None, where: str = ""):
         self.rank, self.p, self.v = rank, p, len(stages)
         self.stages, self.actions, self.transport = stages, actions, transport
         self.blocking = mode == "blocking"
@@ -51,7 +56,8 @@ class Executor:
         self.m = num_microbatches
         self.last = p * self.v - 1
         self.tracer = tracer or Tracer(enabled=False)
-        self.fault = fault   # str(action) at which to raise InjectedFault (testing aid)
+        self.fault = fault   # (str(action), kind) at which to inject a fault (testing aid)
+        self.current: Action | None = None
         self.where = where or f"pipeline rank {rank}"   # names this process in error messages
         highest = 2 * num_microbatches * (self.last + 1) - 1     # largest message_tag of a step
         tag_ub = transport.comm.Get_attr(MPI.TAG_UB)
@@ -67,6 +73,7 @@ class Executor:
         self.input_grads: dict[tuple[int, int], torch.Tensor] = {}
         self.inputs, self.targets = inputs, targets
         self.stats = StepStats()
+        self.nan_outputs = False
         self._live_bytes: dict[tuple[int, int], int] = {}
         loss = torch.zeros((), dtype=torch.float64)
         self._loss_parts: list[torch.Tensor] = []
@@ -87,8 +94,9 @@ class Executor:
 
     def _execute(self, index: int, action: Action) -> None:
         op, key = action.op, (action.mb, action.chunk)
-        if self.fault == str(action):
-            raise InjectedFault(f"fault injected at {action}")
+        self.current = action
+        if self.fault and self.fault[0] == str(action):
+            self._inject(self.fault[1], action)
         if op == "RECV_F" or op == "RECV_B":
             self._post_recv(action)
         elif op == "SEND_F":
@@ -107,6 +115,23 @@ class Executor:
             else:
                 raise NotImplementedError(f"action {op} is not supported by this executor yet")
 
+    def _inject(self, kind: str, action: Action) -> None:
+        if kind == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif kind == "hang":
+            time.sleep(86400)
+        elif kind == "nan":
+            self.nan_outputs = True   # this rank's forward outputs are NaN from here on
+        else:
+            raise InjectedFault(f"fault injected at {action}")
+
+    def describe(self) -> str:
+        """What this rank is doing now (for time-limit reports)."""
+        doing = f"in action {self.current} [{self.current.describe()}]" if self.current else "between steps"
+        waiting = self.transport.waiting_for()
+        return f"{self.where}, stage {self._stage(self.current) if self.current else '?'}, {doing}" + (
+            f", waiting for {waiting}" if waiting else "")
+
     def _stage(self, action: Action) -> int:
         return action.chunk * self.p + self.rank
 
@@ -116,7 +141,11 @@ class Executor:
         target = self.targets[action.mb] if stage == self.last else None
         start = self.tracer.now()
         y, ctx, nbytes = self.stages[action.chunk].forward(x, target)
+        if self.nan_outputs:
+            y = y * float("nan")
         self.tracer.record("F", action.mb, action.chunk, start, self.tracer.now())
+        if stage == self.last and not torch.isfinite(y).all():
+            raise FloatingPointError(f"loss of microbatch {action.mb} is {float(y)}")
         self.saved[key] = ctx
         if stage == self.last:
             self._loss_parts.append(y.detach())

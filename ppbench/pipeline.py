@@ -9,6 +9,7 @@ from torch import nn
 
 from . import models
 from .config import RunConfig
+from .device import cuda_aware_mpi, select_device
 from .executor import Executor, StepStats
 from .grid import Grid
 from .partition import partition_layers
@@ -17,6 +18,7 @@ from .stages import SyntheticStage, TorchStage
 from .tracer import Tracer
 from .training import make_optimizer, replica_microbatches
 from .transport import Transport
+from .watchdog import StepWatchdog
 
 __all__ = ["PipelineRank"]
 
@@ -30,7 +32,10 @@ class PipelineRank:
         self.synthetic = cfg.workload == "synthetic"
         self.model_cfg = cfg.model_config()
         world_of_stage = grid.pipe.allgather(grid.world.Get_rank())   # once at set-up, for traces
-        self.transport = Transport(grid.pipe, self.tracer, peer_names=world_of_stage)
+        self.device = select_device(grid.world, cfg.device)
+        self.cuda_aware, self.cuda_aware_how = cuda_aware_mpi() if self.device.type == "cuda" else (False, "cpu")
+        self.transport = Transport(grid.pipe, self.tracer, peer_names=world_of_stage, device=self.device,
+                                   cuda_aware=self.cuda_aware)
         nonblocking = cfg.resolved_transport == "nonblocking"
         progress = self.transport.progress if nonblocking else None
         first, last = grid.is_first, grid.is_last
@@ -42,7 +47,7 @@ class PipelineRank:
             layers = models.build_layers(self.model_cfg, cfg.seed, cfg.torch_dtype)
             self.split = partition_layers(layers, cfg.pp)
             self.layer_ids = list(self.split[grid.stage])
-            self.layers = [layers[i] for i in self.layer_ids]       # the rest are dropped
+            self.layers = [layers[i].to(self.device) for i in self.layer_ids]       # the rest are dropped
             stage = TorchStage(nn.Sequential(*self.layers), first, last,
                                lambda out, tgt: models.loss_fn(self.model_cfg, out, tgt), cfg.microbatches, progress)
             shape, dtype = models.activation_shape(self.model_cfg, cfg.microbatch_size), cfg.torch_dtype
@@ -56,9 +61,9 @@ class PipelineRank:
             where=f"rank {grid.world.Get_rank()} (replica {grid.replica})")
         self.optimizer = make_optimizer(cfg, list(self.module.parameters())) if self.layers else None
 
-    def _my_fault(self) -> str | None:
+    def _my_fault(self) -> tuple[str, str] | None:
         target = self.cfg.fault_target
-        return target[1] if target and target[0] == self.grid.world.Get_rank() else None
+        return (target[1], target[2]) if target and target[0] == self.grid.world.Get_rank() else None
 
     def forward_backward(self, step: int) -> tuple[float, StepStats]:
         """Gradients of the mean loss over the global batch of ``step``: (that loss on every rank, stats)."""
@@ -66,11 +71,16 @@ class PipelineRank:
             inputs = targets = [torch.zeros(1)] * self.cfg.microbatches
         else:
             x, y = models.make_batch(self.model_cfg, self.cfg.batch, self.cfg.seed, step, self.cfg.torch_dtype)
-            inputs = replica_microbatches(self.cfg, x, self.grid.replica)
-            targets = replica_microbatches(self.cfg, y, self.grid.replica)
+            inputs = replica_microbatches(self.cfg, x.to(self.device), self.grid.replica)
+            targets = replica_microbatches(self.cfg, y.to(self.device), self.grid.replica)
             self.optimizer.zero_grad(set_to_none=False)
-        stats = self.executor.run(inputs, targets)
-        self._average_gradients()
+        with StepWatchdog(self.cfg.step_timeout, self.executor.describe, lambda: self.grid.world.Abort(3)):
+            if self.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(self.device)
+            stats = self.executor.run(inputs, targets)
+            self._average_gradients()
+            if self.device.type == "cuda":
+                stats.peak_device_bytes = torch.cuda.max_memory_allocated(self.device)
         return self._global_loss(stats.loss), stats
 
     def optimizer_step(self) -> None:
@@ -92,7 +102,9 @@ class PipelineRank:
         start = self.tracer.now()
         grads = [p.grad for p in self.module.parameters()]
         flat = torch.cat([g.reshape(-1) for g in grads])
-        self.grid.data.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
+        wire = flat.cpu() if self.transport.staging else flat     # host staging without CUDA-aware MPI
+        self.grid.data.Allreduce(MPI.IN_PLACE, wire, op=MPI.SUM)
+        flat.copy_(wire)
         flat /= self.cfg.dp
         offset = 0
         for g in grads:
@@ -102,7 +114,7 @@ class PipelineRank:
 
     def _global_loss(self, local: float) -> float:
         """Last stage's loss averaged over replicas, then shared with every stage."""
-        buf = np.array([local], dtype=np.float64)
+        buf = np.array([local], dtype=np.float64)   # a host scalar: no device staging needed
         self.grid.data.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
         self.grid.pipe.Bcast(buf, root=self.cfg.pp - 1)
         return float(buf[0]) / self.cfg.dp

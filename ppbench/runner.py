@@ -19,7 +19,8 @@ from .tracer import EVENT_FIELDS, OPS, Tracer, clock_offset, gather_rows
 
 __all__ = ["run_benchmark", "record_cost"]
 
-_STEP_FIELDS = ("step", "rank", "stage", "replica", "start", "peak_in_flight", "peak_saved_bytes", "loss")
+_STEP_FIELDS = ("step", "rank", "stage", "replica", "start", "peak_in_flight", "peak_saved_bytes", "peak_device_bytes",
+                "loss")
 
 
 def record_cost(samples: int = 20000) -> float:
@@ -41,6 +42,8 @@ def run_benchmark(cfg: RunConfig, comm: MPI.Comm, results_dir: str | None) -> di
     event_rows, step_rows = [], []
     with Grid(comm, cfg.pp, cfg.dp) as grid:
         pipe = PipelineRank(cfg, grid, tracer)
+        env["device_used"] = str(pipe.device)
+        env["cuda_aware_mpi"] = f"{pipe.cuda_aware} ({pipe.cuda_aware_how})"
         for step in range(cfg.warmup + cfg.repeats):
             comm.Barrier()
             tracer.events.clear()
@@ -53,7 +56,8 @@ def run_benchmark(cfg: RunConfig, comm: MPI.Comm, results_dir: str | None) -> di
             ids = np.tile([step, comm.Get_rank()], (len(rows), 1))
             event_rows.append(gather_rows(comm, np.hstack([ids, rows])))
             step_rows.append(gather_rows(comm, np.array([[step, comm.Get_rank(), grid.stage, grid.replica, start,
-                                                          stats.peak_in_flight, stats.peak_saved_bytes, loss]])))
+                                                          stats.peak_in_flight, stats.peak_saved_bytes,
+                                                          stats.peak_device_bytes, loss]])))
     if comm.Get_rank() != 0:
         return None
     events = events_frame(np.vstack(event_rows), ("step", "rank") + EVENT_FIELDS, OPS)
@@ -92,6 +96,7 @@ def _summary(cfg: RunConfig, steps: list[dict], per_rank: pd.DataFrame, events: 
         "peak_in_flight_theory": [theory.peak_in_flight(cfg.schedule, cfg.pp, cfg.microbatches, r)
                                   for r in range(cfg.pp)],
         "peak_saved_bytes": [int(v) for v in by_stage["peak_saved_bytes"].max()],
+        "peak_device_bytes": [int(v) for v in by_stage["peak_device_bytes"].max()],
         "clock_skew_max": skew,
         "trace_overhead": events_per_step * record_cost() / med["step_time"] if med["step_time"] > 0 else 0.0,
         "steps": len(steps),

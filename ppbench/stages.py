@@ -78,12 +78,21 @@ class TorchStage:
             return self.loss(y, target) / self.m if self.is_last else y
 
         y, nbytes = self.saved_bytes.measure(run)
+        self._synchronize(y)
         return y, (x, y), nbytes
 
     def backward(self, ctx, grad_output: torch.Tensor | None) -> torch.Tensor | None:
         x, y = ctx
         torch.autograd.backward(y, grad_output)   # grad_output is None on the last stage (y is the loss)
+        self._synchronize(y)
         return None if self.is_first else x.grad
+
+    @staticmethod
+    def _synchronize(tensor: torch.Tensor) -> None:
+        """On a GPU, let queued kernels finish: the action's time is then its GPU time, and its
+        output is complete before MPI (or a host copy) reads it."""
+        if tensor.is_cuda:
+            torch.cuda.synchronize(tensor.device)
 
 
 class SyntheticStage:

@@ -19,7 +19,7 @@ from .tracer import Tracer
 __all__ = ["Transport"]
 
 
-@dataclass
+@dataclass(eq=False)   # identity: two completed requests are both REQUEST_NULL and would compare equal
 class _Transfer:
     request: MPI.Request
     buf: torch.Tensor
@@ -36,17 +36,31 @@ class Transport:
     """Outstanding sends and receives of one rank on its pipeline communicator."""
 
     def __init__(self, comm: MPI.Comm, tracer: Tracer | None = None, poll_interval: float = 1e-4,
-                 peer_names: list[int] | None = None):
+                 peer_names: list[int] | None = None, device: torch.device = torch.device("cpu"),
+                 cuda_aware: bool = False):
         self.comm = comm
+        self.device = device
+        # GPU tensors go through host buffers unless the MPI library reads device memory itself
+        self.staging = device.type == "cuda" and not cuda_aware
         self.tracer = tracer or Tracer(enabled=False)
         self.poll_interval = poll_interval
         self.peer_names = peer_names     # world rank of each pipe rank, for traces
         self._sends: list[_Transfer] = []
         self._recvs: dict[object, _Transfer] = {}
+        self._waiting: list[_Transfer] = []
+
+    def waiting_for(self) -> str:
+        """The transfers this rank is blocked on right now ('' when it is not waiting)."""
+        verb = {"SEND_F": "activation to", "SEND_B": "gradient to", "RECV_F": "activation from",
+                "RECV_B": "gradient from"}
+        names = self.peer_names or list(range(self.comm.Get_size()))
+        return ", ".join(f"{t.op}{t.mb} ({verb[t.op]} rank {names[t.peer]})" for t in self._waiting if t.done is None)
 
     def send(self, tensor: torch.Tensor, dest: int, tag: int, op: str = "SEND_F", mb: int = -1, chunk: int = 0) -> None:
         """Start sending ``tensor``; it is kept alive until the send completes."""
         buf = tensor.detach().contiguous()
+        if self.staging:
+            buf = buf.to("cpu")            # synchronous copy: the data is final before MPI reads it
         now = self.tracer.now()
         self._sends.append(_Transfer(self.comm.Isend(buf, dest, tag), buf, op, mb, chunk, dest, tag, now))
 
@@ -54,7 +68,7 @@ class Transport:
                   op: str = "RECV_F", mb: int = -1, chunk: int = 0) -> None:
         """Post a receive into a fresh buffer, once per key."""
         if key not in self._recvs:
-            buf = torch.empty(shape, dtype=dtype)
+            buf = torch.empty(shape, dtype=dtype, device="cpu" if self.staging else self.device)
             now = self.tracer.now()
             self._recvs[key] = _Transfer(self.comm.Irecv(buf, source, tag), buf, op, mb, chunk, source, tag, now)
 
@@ -63,7 +77,7 @@ class Transport:
         transfer = self._recvs.pop(key)
         self._wait([transfer])
         self._trace(transfer)
-        return transfer.buf
+        return transfer.buf.to(self.device) if self.staging else transfer.buf
 
     def wait_all(self) -> None:
         """Complete every outstanding send and receive (receives stay available to take)."""
@@ -96,11 +110,13 @@ class Transport:
             return
         start = self.tracer.now()
         everything = transfers + [t for t in self._sends + list(self._recvs.values()) if t not in transfers]
+        self._waiting = transfers
         while True:
             time.sleep(self.poll_interval)
             self._test(everything)
             if all(t.done is not None for t in transfers):
                 break
+        self._waiting = []
         self.tracer.record("WAIT", -1, 0, start, self.tracer.now())
 
     def _retire_sends(self) -> None:

@@ -88,3 +88,72 @@ def test_mpi_test_failing_on_one_rank_aborts_the_job_instead_of_hanging():
     assert proc.returncode not in (0, 124), proc.stdout + proc.stderr
     assert "MPI test failed on rank 1 of 2" in proc.stderr and "deliberate failure on rank 1" in proc.stderr
     assert elapsed < 30
+
+
+@pytest.mark.parametrize("fault,expected", [
+    ("2:F1:nan", "rank 2 (replica 0), stage 2, failed in action F1 [F (forward) of microbatch 1, chunk 0]: "
+                 "FloatingPointError: loss of microbatch 1 is nan"),
+    ("0:F2:nan", "failed in action F2 [F (forward) of microbatch 2, chunk 0]: FloatingPointError: loss of microbatch 2"),
+])
+def test_nan_loss_ends_the_job_naming_where_it_appeared(fault, expected):
+    proc, elapsed = ppbench("check", "--pp", "3", "--microbatches", "3", "--fault", fault)
+    assert proc.returncode != 0 and expected in proc.stderr
+    assert elapsed < 30
+
+
+def test_rank_killed_by_a_signal_ends_the_job():
+    proc, elapsed = ppbench("check", "--pp", "3", "--microbatches", "3", "--fault", "1:B0:kill")
+    assert proc.returncode != 0
+    assert elapsed < 30
+
+
+def test_step_time_limit_reports_who_waits_on_what():
+    # rank 1 hangs inside B0: rank 0 waits for its gradient, rank 2 is left waiting for activation 2
+    proc, elapsed = ppbench("run", "--pp", "3", "--microbatches", "3", "--no-save", "--step-timeout", "3",
+                            "--fault", "1:B0:hang")
+    assert proc.returncode != 0
+    assert "step time limit of 3 s exceeded: rank 1 (replica 0), stage 1, in action B0" in proc.stderr
+    assert ("step time limit of 3 s exceeded: rank 0 (replica 0), stage 0, in action B0 [B (backward) of "
+            "microbatch 0, chunk 0], waiting for RECV_B0 (gradient from rank 1)") in proc.stderr
+    assert "rank 2 (replica 0), stage 2, in action F2 [F (forward) of microbatch 2, chunk 0], waiting for RECV_F2 " \
+           "(activation from rank 1)" in proc.stderr
+    assert elapsed < 30
+
+
+def test_killed_sweep_keeps_finished_files_and_resumes(tmp_path):
+    import signal
+
+    from ppbench.results import load_runs
+
+    env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARS}
+    args = [sys.executable, "-m", "ppbench", "sweep", "--schedules", "gpipe,1f1b", "--world-sizes", "1,2",
+            "--microbatches", "2,4", "--workloads", "synthetic", "--t-fwd", "0.05", "--t-bwd", "0.1",
+            "--repeats", "2", "--results", str(tmp_path)]
+    proc = subprocess.Popen(args, env=env, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + LIMIT
+    while len(list(tmp_path.glob("*.parquet"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)                  # the sweep and the run it was in
+    proc.wait()
+    runs, skipped = load_runs(tmp_path)
+    assert 2 <= len(runs) < 8 and skipped == []          # finished files intact, partial ones invisible
+    done = {r.meta["config_key"] for r in runs}
+    again = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=LIMIT)
+    assert again.returncode == 0, again.stderr
+    assert f"{len(runs)} of 8 configurations already in" in again.stdout
+    runs_after, skipped = load_runs(tmp_path)
+    keys = [r.meta["config_key"] for r in runs_after]
+    assert len(keys) == len(set(keys)) == 8 and done <= set(keys) and skipped == []
+
+
+def test_every_config_field_round_trips_through_run_options():
+    from ppbench.cli import _config, _parser
+    from ppbench.config import RunConfig
+    from ppbench.sweep import config_args
+
+    cfg = RunConfig(schedule="gpipe", pp=3, dp=2, microbatches=5, global_batch=20, model="gpt", size="small",
+                    dtype="float32", seed=7, steps=2, optimizer="adam", lr=0.5, transport="blocking",
+                    fault="1:F0:nan", step_timeout=9.0, device="cpu", workload="synthetic", t_fwd=0.25,
+                    t_bwd=0.5, message_bytes=1024, warmup=3, repeats=4)
+    assert _config(_parser().parse_args(["run", *config_args(cfg)])) == cfg

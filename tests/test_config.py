@@ -27,7 +27,7 @@ from ppbench.config import ConfigError, RunConfig
     ({"lr": 0.0}, None, "invalid lr: must be > 0, got 0.0"),
     ({"steps": -2}, None, "invalid steps: must be an integer >= 0, got -2"),
     ({"microbatches": "4"}, None, "invalid microbatches: expected int, got str '4'"),
-    ({"fault": "9:F0"}, None, "invalid fault: '9:F0' is not RANK:ACTION with 0 <= RANK < 2"),
+    ({"fault": "9:F0"}, None, "invalid fault: '9:F0' is not RANK:ACTION[:KIND] with 0 <= RANK < 2"),
     ({"fault": "0:X"}, None, "invalid fault: '0:X' is not RANK:ACTION"),
 ])
 def test_bad_configuration_names_field_and_allowed_values(changes, world, message):

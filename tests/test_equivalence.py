@@ -79,7 +79,7 @@ def test_a_broken_pipeline_is_detected():
     pp, dp = GRIDS[0]
     cfg = RunConfig(pp=pp, dp=dp, microbatches=2)
     original = check_module.Reference
-    check_module.Reference = lambda c: original(RunConfig(**{**c.to_dict(), "seed": c.seed + 1}))
+    check_module.Reference = lambda c, device: original(RunConfig(**{**c.to_dict(), "seed": c.seed + 1}), device)
     try:
         result = check_module.run_check(cfg, MPI.COMM_WORLD)
     finally:

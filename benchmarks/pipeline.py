@@ -1,0 +1,90 @@
+"""Pipeline schedules swept over ranks ("GPUs"), microbatches, model sizes and workloads.
+
+``setup_cache`` launches every MPI configuration once (through ``ppbench sweep``'s code, which
+also writes ppbench result files) and returns their summaries; the ``track_*`` benchmarks only
+look values up, so no configuration is launched twice. Result files go to
+``$PPBENCH_RESULTS/asv-<time>/`` (default ``results/``), so ``ppbench report results/`` shows
+what asv measured. ``PPBENCH_BENCH_QUICK=1`` (``nox -s bench``) shrinks the grid to a few minutes.
+
+The model workload computes for real, so it is skipped (NotImplementedError) where it would put
+more ranks than cores; the synthetic workload (sleeps of fixed length) covers those sizes.
+"""
+
+import os
+import time
+from pathlib import Path
+
+QUICK = os.environ.get("PPBENCH_BENCH_QUICK", "") not in ("", "0")
+SCHEDULES = ["naive", "gpipe", "1f1b"]
+WORLD_SIZES = [1, 2, 4] if QUICK else [1, 2, 4, 8]
+MICROBATCHES = [4] if QUICK else [1, 4, 16]
+SIZES = ["small"] if QUICK else ["small", "medium"]
+WORKLOADS = ["model", "synthetic"]
+
+
+def _config(schedule, world, m, size, workload):
+    from ppbench.config import RunConfig
+
+    if workload == "synthetic":
+        size = "tiny"
+    return RunConfig(schedule=schedule, pp=world, microbatches=m, size=size, workload=workload,
+                     warmup=1, repeats=3 if QUICK else 5)
+
+
+def _skip_reason(schedule, world, m, size, workload):
+    if workload == "synthetic" and size != SIZES[0]:
+        return "the synthetic workload has no model size (measured once, under the first size)"
+    if workload == "model" and world > (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()):
+        return f"model workload on {world} ranks would oversubscribe this machine's cores; see the synthetic workload"
+    if world > _config(schedule, world, m, size, workload).model_config().num_layers:
+        return "more stages than model layers"
+    return None
+
+
+def _track(key, unit):
+    """A track_ benchmark returning summary[key] (the largest stage's value for per-stage lists)."""
+
+    def track(self, cache, *params):
+        value = self.summary[key]
+        return float(max(value) if isinstance(value, list) else value)
+
+    track.unit = unit
+    return track
+
+
+class Pipeline:
+    params = [SCHEDULES, WORLD_SIZES, MICROBATCHES, SIZES, WORKLOADS]
+    param_names = ["schedule", "gpus", "microbatches", "size", "workload"]
+    timeout = 3600
+    number = 1
+    repeat = 1
+
+    def setup_cache(self):
+        import itertools
+
+        from ppbench.results import load_runs
+        from ppbench.sweep import run_sweep
+
+        configs = [_config(*p) for p in itertools.product(*self.params) if _skip_reason(*p) is None]
+        out = Path(os.environ.get("PPBENCH_RESULTS", "results")).resolve() / f"asv-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_sweep(configs, str(out), redo=True, timeout=900, show_progress=False)
+        runs, _ = load_runs(out)
+        return {run.meta["config_key"]: run.meta["summary"] for run in runs}
+
+    def setup(self, cache, *params):
+        reason = _skip_reason(*params)
+        if reason:
+            raise NotImplementedError(reason)
+        from ppbench.results import config_key
+
+        self.summary = cache.get(config_key(_config(*params).to_dict()))
+        if self.summary is None:
+            raise NotImplementedError("this configuration's run failed; see the sweep's output")
+
+    track_step_time = _track("step_time_median", "seconds")
+    track_throughput = _track("throughput_median", "samples/s")
+    track_bubble = _track("bubble_mean_median", "fraction")
+    track_bubble_theory = _track("bubble_theory", "fraction")
+    track_utilization = _track("utilization_median", "fraction")
+    track_overlap = _track("overlap_median", "fraction")
+    track_peak_activation_bytes = _track("peak_saved_bytes", "bytes")
