@@ -12,7 +12,7 @@ from typing import Callable
 from .config import DTYPES, OPTIMIZERS, TRANSPORTS, ConfigError, RunConfig
 from .launch import in_mpi_job, run_mpi
 from .models import PRESETS
-from .schedules import SCHEDULES
+from .schedules import CHUNKED, NEEDS_NONBLOCKING, SCHEDULES, add_communication, compute_order, schedule_problem
 
 __all__ = ["main"]
 
@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     sched.add_argument("name", choices=list(SCHEDULES))
     sched.add_argument("--stages", "-p", type=int, required=True, help="pipeline stages p")
     sched.add_argument("--microbatches", "-m", type=int, required=True, help="microbatches m")
+    sched.add_argument("--chunks", "-v", type=int, default=None, help="model chunks per rank (interleaved: default 2)")
     sched.add_argument("--comm", action="store_true", help="include send/recv actions")
     sched.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sched.set_defaults(handler=_cmd_schedule)
@@ -92,7 +93,11 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--t-fwd", type=float, default=1.0, help="time of one F (default 1)")
     sim.add_argument("--t-bwd", type=float, default=2.0, help="time of one B (default 2)")
     sim.add_argument("--t-comm", type=float, default=0.0, help="time of one message (default 0)")
-    sim.add_argument("--transport", choices=["blocking", "nonblocking"], default="nonblocking")
+    sim.add_argument("--t-wgrad", type=float, default=None,
+                     help="time of one W, for split-backward schedules (default: half of --t-bwd)")
+    sim.add_argument("--chunks", "-v", type=int, default=None, help="model chunks per rank (interleaved: default 2)")
+    sim.add_argument("--transport", choices=["auto", "blocking", "nonblocking"], default="auto",
+                     help="auto: blocking for naive, non-blocking otherwise (as ppbench run)")
     sim.add_argument("--json", action="store_true")
     sim.set_defaults(handler=_cmd_simulate)
     return parser
@@ -105,6 +110,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dp", type=int, default=d.dp, help=f"data-parallel replicas (default {d.dp})")
     parser.add_argument("--microbatches", "-m", type=int, default=d.microbatches,
                         help=f"microbatches per step (default {d.microbatches})")
+    parser.add_argument("--chunks", "-v", type=int, default=d.chunks,
+                        help="model chunks per rank, for the interleaved schedule (default 1)")
     parser.add_argument("--global-batch", type=int, default=d.global_batch,
                         help="samples per step over all replicas (default 2 x microbatches x dp)")
     parser.add_argument("--model", default=d.model, help=f"one of {', '.join(PRESETS)} (default {d.model})")
@@ -138,7 +145,7 @@ def _add_measure_options(parser: argparse.ArgumentParser) -> None:
 def _config(ns: argparse.Namespace) -> RunConfig:
     extra = {k: getattr(ns, k) for k in ("workload", "t_fwd", "t_bwd", "message_bytes", "warmup", "repeats")
              if hasattr(ns, k)}
-    return RunConfig(**extra, schedule=ns.schedule, pp=ns.pp, dp=ns.dp, microbatches=ns.microbatches,
+    return RunConfig(**extra, schedule=ns.schedule, pp=ns.pp, dp=ns.dp, microbatches=ns.microbatches, chunks=ns.chunks,
                      global_batch=ns.global_batch, model=ns.model, size=ns.size, dtype=ns.dtype, seed=ns.seed,
                      steps=ns.steps, optimizer=ns.optimizer, lr=ns.lr, transport=ns.transport,
                      fault=ns.fault, step_timeout=ns.step_timeout, device=ns.device)
@@ -150,25 +157,43 @@ def _error(message: str) -> int:
 
 
 def _cmd_schedule(ns: argparse.Namespace, argv: list[str]) -> int:
-    from .schedules import add_communication, compute_order
-    from .simulator import Costs, simulate
+    from .simulator import simulate
 
-    if ns.stages < 1 or ns.microbatches < 1:
-        return _error(f"--stages and --microbatches must be >= 1, got {ns.stages} and {ns.microbatches}")
-    p, m = ns.stages, ns.microbatches
-    compute = [compute_order(ns.name, p, m, r) for r in range(p)]
-    full = [add_communication(acts, p, r) for r, acts in enumerate(compute)]
+    p, m, v = ns.stages, ns.microbatches, _chunks(ns.name, ns.chunks)
+    problem = schedule_problem(ns.name, p, m, v)
+    if problem:
+        return _error(problem)
+    compute = [compute_order(ns.name, p, m, r, v) for r in range(p)]
+    full = [add_communication(acts, p, r, v) for r, acts in enumerate(compute)]
     shown = full if ns.comm else compute
     if ns.json:
-        print(json.dumps({"schedule": ns.name, "stages": p, "microbatches": m,
+        print(json.dumps({"schedule": ns.name, "stages": p, "microbatches": m, "chunks": v,
                           "ranks": [[a.to_dict() for a in acts] for acts in shown]}))
         return 0
-    print(f"{ns.name}: p={p} stages, m={m} microbatches; action order per rank")
+    print(f"{ns.name}: p={p} stages, m={m} microbatches" + (f", v={v} chunks per rank" if v > 1 else "")
+          + "; action order per rank")
     for r, acts in enumerate(shown):
         print(f"  rank {r}: " + " ".join(map(str, acts)))
-    print("\ntimeline (simulated: F = 1 unit, B = 2 units, free communication; '.' = idle)")
-    print(timeline_text(simulate(full, Costs(fwd=1, bwd=2)), p))
+    costs = unit_costs(ns.name, 1.0, 2.0)
+    print(f"\ntimeline (simulated: F = {costs.fwd:g}, B = {costs.bwd:g}" + (f", W = {costs.wgrad:g}" if costs.wgrad else "")
+          + " units, free communication; '.' = idle)")
+    print(timeline_text(simulate(full, costs, RunConfig(schedule=ns.name).resolved_transport, v=v), p))
     return 0
+
+
+def _chunks(name: str, given: int | None) -> int:
+    return given if given is not None else (2 if name in CHUNKED else 1)
+
+
+def unit_costs(name: str, fwd: float, bwd: float, wgrad: float | None = None, comm: float = 0.0):
+    """Costs for a schedule; split-backward schedules divide ``bwd`` into B and W (half each
+    unless ``wgrad`` is given), as the synthetic workload does."""
+    from .simulator import Costs
+
+    if any(a.op == "W" for a in compute_order(name, 2, 2, 0, _chunks(name, None))):
+        w = bwd / 2 if wgrad is None else wgrad
+        return Costs(fwd, bwd - w, w, comm)
+    return Costs(fwd, bwd, 0.0, comm)
 
 
 def timeline_text(result, p: int) -> str:
@@ -316,20 +341,27 @@ def _cmd_simulate(ns: argparse.Namespace, argv: list[str]) -> int:
     from . import theory
     from .metrics import step_metrics
     from .schedules import build_schedule
-    from .simulator import Costs, simulate, simulated_events
+    from .simulator import simulate, simulated_events
 
-    if ns.stages < 1 or ns.microbatches < 1:
-        return _error(f"--stages and --microbatches must be >= 1, got {ns.stages} and {ns.microbatches}")
-    if min(ns.t_fwd, ns.t_bwd, ns.t_comm) < 0:
-        return _error("--t-fwd, --t-bwd and --t-comm must be >= 0")
-    p, m = ns.stages, ns.microbatches
-    result = simulate(build_schedule(ns.schedule, p, m), Costs(ns.t_fwd, ns.t_bwd, 0.0, ns.t_comm), ns.transport)
-    metrics = step_metrics(simulated_events(result, p, m), start=0.0)
-    metrics.update(schedule=ns.schedule, stages=p, microbatches=m, bubble_theory=theory.bubble_fraction(ns.schedule, p, m))
+    p, m, v = ns.stages, ns.microbatches, _chunks(ns.schedule, ns.chunks)
+    problem = schedule_problem(ns.schedule, p, m, v)
+    if problem:
+        return _error(problem)
+    if min(ns.t_fwd, ns.t_bwd, ns.t_comm, ns.t_wgrad or 0.0) < 0 or (ns.t_wgrad or 0.0) > ns.t_bwd:
+        return _error("--t-fwd, --t-bwd, --t-comm and --t-wgrad must be >= 0, and --t-wgrad <= --t-bwd")
+    costs = unit_costs(ns.schedule, ns.t_fwd, ns.t_bwd, ns.t_wgrad, ns.t_comm)
+    transport = RunConfig(schedule=ns.schedule, transport=ns.transport).resolved_transport
+    if transport == "blocking" and ns.schedule in NEEDS_NONBLOCKING:
+        return _error(f"{ns.schedule} deadlocks with the blocking transport; use --transport nonblocking or auto")
+    result = simulate(build_schedule(ns.schedule, p, m, v), costs, transport, v=v)
+    metrics = step_metrics(simulated_events(result, p, m, v), start=0.0)
+    metrics.update(schedule=ns.schedule, stages=p, microbatches=m, chunks=v,
+                   bubble_theory=theory.bubble_fraction(ns.schedule, p, m, v))
     if ns.json:
         print(json.dumps(metrics))
     else:
-        print(f"simulated {ns.schedule}: p={p} m={m} F={ns.t_fwd:g} B={ns.t_bwd:g} comm={ns.t_comm:g} ({ns.transport})")
+        print(f"simulated {ns.schedule}: p={p} m={m}" + (f" v={v}" if v > 1 else "") + f" F={costs.fwd:g} "
+              f"B={costs.bwd:g}" + (f" W={costs.wgrad:g}" if costs.wgrad else "") + f" comm={ns.t_comm:g} ({transport})")
         print(f"  step time {metrics['step_time']:g}   bubble mean {metrics['bubble_mean']:.4f} "
               f"max {metrics['bubble_max']:.4f} (theory {metrics['bubble_theory']:.4f})   "
               f"utilization {metrics['utilization']:.4f}   overlap {metrics['overlap']:.3f}")

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from .models import PRESETS, model_config
-from .schedules import SCHEDULES
+from .schedules import NEEDS_NONBLOCKING, SCHEDULES, schedule_problem
 
 __all__ = ["RunConfig", "ConfigError", "InjectedFault", "DTYPES", "OPTIMIZERS", "TRANSPORTS", "WORKLOADS"]
 
@@ -36,6 +36,7 @@ class RunConfig:
     pp: int = 2                   # pipeline stages p
     dp: int = 1                   # data-parallel replicas d; world size = pp * dp
     microbatches: int = 4         # m, per replica per step
+    chunks: int = 1               # v, model chunks per rank (interleaved schedules; 1 otherwise)
     global_batch: int = 0         # samples per step over all replicas; 0 means 2 * m * dp
     model: str = "mlp"            # model family: mlp or gpt
     size: str = "tiny"            # preset within the family
@@ -117,6 +118,7 @@ class RunConfig:
         _at_least("pp", self.pp, 1)
         _at_least("dp", self.dp, 1)
         _at_least("microbatches", self.microbatches, 1)
+        _at_least("chunks", self.chunks, 1)
         _at_least("global_batch", self.global_batch, 0)
         _at_least("steps", self.steps, 0)
         if not self.lr > 0:
@@ -125,10 +127,19 @@ class RunConfig:
             raise ConfigError("global_batch", f"{self.batch} does not split into microbatches x dp = "
                               f"{self.microbatches} x {self.dp} = {self.microbatches * self.dp} equal microbatches; "
                               f"allowed: multiples of {self.microbatches * self.dp}")
+        problem = schedule_problem(self.schedule, self.pp, self.microbatches, self.chunks)
+        if problem:
+            field = "chunks" if "chunk" in problem else "microbatches"
+            raise ConfigError(field, problem)
+        if self.schedule in NEEDS_NONBLOCKING and self.transport == "blocking":
+            raise ConfigError("transport", f"{self.schedule} deadlocks with the blocking transport (a send's matching "
+                              "receive can come after the receiver's next computation); allowed: auto, nonblocking")
         layers = self.model_config().num_layers
-        if self.pp > layers:
-            raise ConfigError("pp", f"{self.pp} stages but model {self.model}/{self.size} has only {layers} layers; "
-                              f"allowed: 1..{layers}")
+        if self.pp * self.chunks > layers:
+            what = f"{self.pp} stages" + (f" x {self.chunks} chunks" if self.chunks > 1 else "")
+            allowed = f"pp x chunks in 1..{layers}" if self.chunks > 1 else f"1..{layers}"
+            raise ConfigError("pp", f"{what} but model {self.model}/{self.size} has only {layers} layers; "
+                              f"allowed: {allowed}")
         if world_size is not None and self.pp * self.dp != world_size:
             raise ConfigError("pp x dp", f"pp={self.pp} x dp={self.dp} = {self.pp * self.dp} must equal the MPI "
                               f"world size {world_size}")

@@ -65,15 +65,18 @@ class Executor:
             raise ValueError(f"{num_microbatches} microbatches x {self.last + 1} stages need MPI tags up to "
                              f"{highest}, above this MPI's limit {tag_ub}")
         self.next_recvs = self._lookahead(actions)
+        self.split_backward = any(a.op == "W" for a in actions)   # B then W, or one full B
 
     def run(self, inputs: list, targets: list) -> StepStats:
         """One step: every action once."""
         self.saved: dict[tuple[int, int], tuple] = {}
         self.outputs: dict[tuple[int, int], torch.Tensor] = {}
         self.input_grads: dict[tuple[int, int], torch.Tensor] = {}
+        self.pending_w: dict[tuple[int, int], torch.Tensor | None] = {}   # output gradient kept for W
         self.inputs, self.targets = inputs, targets
         self.stats = StepStats()
         self.nan_outputs = False
+        self.in_flight = 0
         self._live_bytes: dict[tuple[int, int], int] = {}
         loss = torch.zeros((), dtype=torch.float64)
         self._loss_parts: list[torch.Tensor] = []
@@ -113,7 +116,7 @@ class Executor:
             elif op == "B":
                 self._backward(action)
             else:
-                raise NotImplementedError(f"action {op} is not supported by this executor yet")
+                self._weight_grad(action)
 
     def _inject(self, kind: str, action: Action) -> None:
         if kind == "kill":
@@ -152,19 +155,34 @@ class Executor:
         else:
             self.outputs[key] = y
         self._live_bytes[key] = nbytes
-        self.stats.peak_in_flight = max(self.stats.peak_in_flight, len(self.saved))
+        self.in_flight += 1
+        self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.in_flight)
         self.stats.peak_saved_bytes = max(self.stats.peak_saved_bytes, sum(self._live_bytes.values()))
 
     def _backward(self, action: Action) -> None:
         stage, key = self._stage(action), (action.mb, action.chunk)
-        ctx = self.saved.pop(key)
         grad = None if stage == self.last else self.transport.take(("B",) + key)
+        self.in_flight -= 1
         start = self.tracer.now()
-        grad_in = self.stages[action.chunk].backward(ctx, grad)
+        if self.split_backward:
+            ctx = self.saved[key]
+            grad_in = self.stages[action.chunk].backward_input(ctx, grad)
+            self.pending_w[key] = grad
+        else:
+            ctx = self.saved.pop(key)
+            grad_in = self.stages[action.chunk].backward(ctx, grad)
+            self._live_bytes.pop(key)
         self.tracer.record("B", action.mb, action.chunk, start, self.tracer.now())
-        self._live_bytes.pop(key)
         if stage > 0:
             self.input_grads[key] = grad_in
+
+    def _weight_grad(self, action: Action) -> None:
+        key = (action.mb, action.chunk)
+        ctx, grad = self.saved.pop(key), self.pending_w.pop(key)
+        start = self.tracer.now()
+        self.stages[action.chunk].backward_weight(ctx, grad)
+        self.tracer.record("W", action.mb, action.chunk, start, self.tracer.now())
+        self._live_bytes.pop(key)
 
     def _message(self, action: Action) -> tuple[int, int]:
         peer, _ = peer_rank(action, self.rank, self.p, self.v)

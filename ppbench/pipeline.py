@@ -38,24 +38,31 @@ class PipelineRank:
                                    cuda_aware=self.cuda_aware)
         nonblocking = cfg.resolved_transport == "nonblocking"
         progress = self.transport.progress if nonblocking else None
-        first, last = grid.is_first, grid.is_last
+        p, v = cfg.pp, cfg.chunks
+        stages = {}
         if self.synthetic:
             self.layer_ids, self.layers, self.split = [], [], []
-            stage = SyntheticStage(cfg.t_fwd, cfg.t_bwd, cfg.message_bytes, first, last, progress)
-            shape, dtype = stage.out.shape, stage.out.dtype
+            for c in range(v):
+                stages[c] = SyntheticStage(cfg.t_fwd, cfg.t_bwd, cfg.message_bytes, c * p + grid.stage == 0,
+                                           c * p + grid.stage == p * v - 1, progress)
+            shape, dtype = stages[0].out.shape, stages[0].out.dtype
         else:
             layers = models.build_layers(self.model_cfg, cfg.seed, cfg.torch_dtype)
-            self.split = partition_layers(layers, cfg.pp)
-            self.layer_ids = list(self.split[grid.stage])
+            self.split = partition_layers(layers, p * v)        # virtual stage c * p + r is chunk c of rank r
+            self.layer_ids = [i for c in range(v) for i in self.split[c * p + grid.stage]]
             self.layers = [layers[i].to(self.device) for i in self.layer_ids]       # the rest are dropped
-            stage = TorchStage(nn.Sequential(*self.layers), first, last,
-                               lambda out, tgt: models.loss_fn(self.model_cfg, out, tgt), cfg.microbatches, progress)
+            by_index = dict(zip(self.layer_ids, self.layers))
+            for c in range(v):
+                s = c * p + grid.stage
+                stages[c] = TorchStage(nn.Sequential(*(by_index[i] for i in self.split[s])), s == 0, s == p * v - 1,
+                                       lambda out, tgt: models.loss_fn(self.model_cfg, out, tgt), cfg.microbatches,
+                                       progress)
             shape, dtype = models.activation_shape(self.model_cfg, cfg.microbatch_size), cfg.torch_dtype
         self.module = nn.Sequential(*self.layers)
-        self.actions = add_communication(compute_order(cfg.schedule, cfg.pp, cfg.microbatches, grid.stage),
-                                         cfg.pp, grid.stage)
+        self.actions = add_communication(compute_order(cfg.schedule, p, cfg.microbatches, grid.stage, v),
+                                         p, grid.stage, v)
         self.executor = Executor(
-            rank=grid.stage, p=cfg.pp, stages={0: stage}, actions=self.actions, transport=self.transport,
+            rank=grid.stage, p=p, stages=stages, actions=self.actions, transport=self.transport,
             mode=cfg.resolved_transport, activation_shape=tuple(shape), dtype=dtype,
             num_microbatches=cfg.microbatches, tracer=self.tracer, fault=self._my_fault(),
             where=f"rank {grid.world.Get_rank()} (replica {grid.replica})")

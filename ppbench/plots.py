@@ -71,8 +71,10 @@ def timeline(run: Run, path: Path) -> Path:
     b = float(dur[events["op"] == "B"].median() or 2.0)
     transport = "blocking" if cfg["transport"] == "blocking" or (cfg["transport"] == "auto" and cfg["schedule"] == "naive") \
         else "nonblocking"
-    sim = simulated_events(simulate(build_schedule(cfg["schedule"], cfg["pp"], cfg["microbatches"]), Costs(f, b),
-                                    transport), cfg["pp"], cfg["microbatches"])
+    v = cfg.get("chunks", 1)
+    w = float(dur[events["op"] == "W"].median()) if (events["op"] == "W").any() else 0.0
+    sim = simulated_events(simulate(build_schedule(cfg["schedule"], cfg["pp"], cfg["microbatches"], v),
+                                    Costs(f, b, w), transport, v=v), cfg["pp"], cfg["microbatches"], v)
     fig, axes = plt.subplots(2, 1, figsize=(11, 1.2 + 0.9 * cfg["pp"]), sharex=True)
     for ax, ev, title in ((axes[0], measured, "measured"), (axes[1], sim, f"simulated (F={f:.2f} ms, B={b:.2f} ms)")):
         _draw_lanes(ax, ev, cfg["pp"])
@@ -117,7 +119,8 @@ def bubble_vs_microbatches(table: pd.DataFrame, path: Path) -> Path | None:
                 ax.plot(w["microbatches"], w["bubble"], marker, color=colour, alpha=0.8,
                         label=f"p={p} {work}" if len(w) else None)
             ms = np.arange(1, max(sel["microbatches"].max(), 2) + 1)
-            ax.plot(ms, [theory.bubble_fraction(schedule, p, m) for m in ms], "--", color=colour, linewidth=1)
+            v = int(sel["chunks"].iloc[0])
+            ax.plot(ms, [theory.bubble_fraction(schedule, p, m, v) for m in ms], "--", color=colour, linewidth=1)
         ax.set_xscale("log", base=2)
         ax.set_title(schedule)
         ax.set_xlabel("microbatches m")

@@ -16,7 +16,9 @@ from .results import Run, load_runs
 
 __all__ = ["tidy_table", "format_summary", "write_report", "compare", "run_report", "environments"]
 
-_CONFIG_COLS = ["schedule", "transport", "pp", "dp", "microbatches", "workload", "model", "size", "dtype"]
+_CONFIG_COLS = ["schedule", "transport", "pp", "dp", "microbatches", "chunks", "workload", "model", "size", "dtype",
+                "impl"]
+_DEFAULTS = {"chunks": 1, "impl": "ppbench"}     # keys that older result files may lack
 
 
 def _steps_frame(runs: list[Run]) -> pd.DataFrame:
@@ -27,7 +29,8 @@ def _steps_frame(runs: list[Run]) -> pd.DataFrame:
             "blocking" if cfg["schedule"] == "naive" else "nonblocking")
         for step in run.meta["steps"]:
             rows.append({
-                "config_key": run.meta["config_key"], **{c: cfg[c] for c in _CONFIG_COLS}, "transport": transport,
+                "config_key": run.meta["config_key"], **{c: cfg.get(c, _DEFAULTS.get(c)) for c in _CONFIG_COLS},
+                "transport": transport,
                 "world_size": cfg["pp"] * cfg["dp"], "run_id": run.meta["run_id"],
                 "step_time": step["step_time"], "throughput": step["throughput"], "bubble": step["bubble_mean"],
                 "bubble_max": step["bubble_max"], "utilization": step["utilization"], "overlap": step["overlap"],
@@ -54,10 +57,10 @@ def tidy_table(runs: list[Run]) -> pd.DataFrame:
         overlap=("overlap", "median"), exposed_comm_ms=("exposed_comm", lambda s: 1e3 * s.median()),
         peak_in_flight=("peak_in_flight", "max"), peak_act_kib=("peak_saved_bytes", lambda s: s.max() / 1024),
     ).reset_index()
+    rows = list(zip(table["schedule"], table["pp"], table["microbatches"], table["chunks"]))
     table.insert(table.columns.get_loc("bubble_max") + 1, "bubble_theory",
-                 [theory.bubble_fraction(s, p, m) for s, p, m in zip(table["schedule"], table["pp"], table["microbatches"])])
-    table["peak_in_flight_theory"] = [theory.peak_in_flight(s, p, m, 0) for s, p, m in
-                                      zip(table["schedule"], table["pp"], table["microbatches"])]
+                 [theory.bubble_fraction(s, p, m, v) for s, p, m, v in rows])
+    table["peak_in_flight_theory"] = [theory.peak_in_flight(s, p, m, 0, v) for s, p, m, v in rows]
     order = ["workload", "model", "size", "schedule", "transport", "world_size", "pp", "dp", "microbatches"]
     return table.sort_values(order, kind="stable").reset_index(drop=True)
 

@@ -91,9 +91,9 @@ def _summary(cfg: RunConfig, steps: list[dict], per_rank: pd.DataFrame, events: 
         **{f"{k}_median": v for k, v in med.items()},
         "step_time_min": float(min(s["step_time"] for s in steps)),
         "step_time_max": float(max(s["step_time"] for s in steps)),
-        "bubble_theory": theory.bubble_fraction(cfg.schedule, cfg.pp, cfg.microbatches),
+        "bubble_theory": theory.bubble_fraction(cfg.schedule, cfg.pp, cfg.microbatches, cfg.chunks),
         "peak_in_flight": [int(v) for v in by_stage["peak_in_flight"].max()],
-        "peak_in_flight_theory": [theory.peak_in_flight(cfg.schedule, cfg.pp, cfg.microbatches, r)
+        "peak_in_flight_theory": [theory.peak_in_flight(cfg.schedule, cfg.pp, cfg.microbatches, r, cfg.chunks)
                                   for r in range(cfg.pp)],
         "peak_saved_bytes": [int(v) for v in by_stage["peak_saved_bytes"].max()],
         "peak_device_bytes": [int(v) for v in by_stage["peak_device_bytes"].max()],

@@ -8,21 +8,22 @@ the s-th contiguous piece of the model (``v`` pieces per rank, ``v = 1`` unless 
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Callable
 
 from .actions import Action
 
-__all__ = ["SCHEDULES", "schedule_names", "compute_order", "add_communication", "build_schedule",
-           "warmup_forwards", "peak_in_flight"]
+__all__ = ["SCHEDULES", "CHUNKED", "NEEDS_NONBLOCKING", "schedule_names", "schedule_problem", "compute_order", "add_communication",
+           "build_schedule", "warmup_forwards", "peak_in_flight"]
 
 
-def naive(p: int, m: int, rank: int) -> list[Action]:
+def naive(p: int, m: int, rank: int, v: int = 1) -> list[Action]:
     """The chapter's simple pipeline: microbatch i goes forward through every stage and back
     before microbatch i + 1 starts, so only one stage ever works."""
     return [a for i in range(m) for a in (Action("F", i), Action("B", i))]
 
 
-def gpipe(p: int, m: int, rank: int) -> list[Action]:
+def gpipe(p: int, m: int, rank: int, v: int = 1) -> list[Action]:
     """GPipe (Huang et al., 2019): all m forwards, then all m backwards, then flush."""
     return [Action("F", i) for i in range(m)] + [Action("B", i) for i in range(m)]
 
@@ -32,7 +33,7 @@ def warmup_forwards(p: int, m: int, rank: int) -> int:
     return min(p - rank - 1, m)
 
 
-def one_f_one_b(p: int, m: int, rank: int) -> list[Action]:
+def one_f_one_b(p: int, m: int, rank: int, v: int = 1) -> list[Action]:
     """1F1B (PipeDream-Flush, Megatron-LM non-interleaved).
 
     Warm-up: min(p - r - 1, m) forwards. Steady state: one forward, one backward, until every
@@ -46,23 +47,114 @@ def one_f_one_b(p: int, m: int, rank: int) -> list[Action]:
     return order
 
 
-ScheduleFn = Callable[[int, int, int], list[Action]]
+def interleaved_1f1b(p: int, m: int, rank: int, v: int = 2) -> list[Action]:
+    """Interleaved 1F1B (Narayanan et al., 2021, Megatron-LM): each rank holds v model chunks
+    (virtual stages r, p + r, ..., (v-1)p + r) and cycles through them in groups of p microbatches.
 
-#: name -> compute-order function (p, m, rank) -> [Action]
-SCHEDULES: dict[str, ScheduleFn] = {"naive": naive, "gpipe": gpipe, "1f1b": one_f_one_b}
+    Forward number k runs chunk (k // p) mod v on microbatch (k // pv) p + k mod p; backward
+    number k runs the chunks in reverse order. Warm-up: 2(p - r - 1) + (v - 1)p forwards (all of
+    them when m = p), then one forward one backward, then the remaining backwards.
+    Needs m to be a multiple of p (Megatron-LM's constraint).
+    """
+    total = m * v
+
+    def nth(k: int, backward: bool) -> Action:
+        chunk = (k // p) % v
+        mb = (k // (p * v)) * p + k % p
+        return Action("B", mb, v - 1 - chunk) if backward else Action("F", mb, chunk)
+
+    warmup = total if m == p else min(2 * (p - rank - 1) + (v - 1) * p, total)
+    order = [nth(k, False) for k in range(warmup)]
+    for k in range(total - warmup):
+        order += [nth(warmup + k, False), nth(k, True)]
+    order += [nth(k, True) for k in range(total - warmup, total)]
+    return order
+
+
+def zero_bubble_h1(p: int, m: int, rank: int, v: int = 1) -> list[Action]:
+    """ZB-H1 (Qi et al., 2023): the backward is split into B (gradients for the stage input, on
+    the critical path) and W (weight gradients, off it); W's fill the time 1F1B spends waiting.
+
+    The order is derived by list-scheduling all ranks at unit cost (F = B = W = 1): a free rank
+    runs, in this priority, a W if more than p - 1 of its W's are pending, a ready B, a ready F
+    if fewer than min(p - r, m) microbatches await their B (1F1B's activation count), any pending
+    W. For m >= p this reaches ZB-H1's step time, m(F + B + W) + (p - 1)(F + B - W).
+    """
+    return _zb_h1_orders(p, m)[rank]
+
+
+@lru_cache(maxsize=64)
+def _zb_h1_orders(p: int, m: int) -> tuple[list[Action], ...]:
+    orders: list[list[Action]] = [[] for _ in range(p)]
+    f_end = [[-1] * m for _ in range(p)]     # unit-time finish of F(i) on rank r; -1: not yet
+    b_end = [[-1] * m for _ in range(p)]
+    nf, nb, nw, busy_until = [0] * p, [0] * p, [0] * p, [0] * p
+    t = 0
+    while any(nw[r] < m for r in range(p)):
+        for r in range(p):
+            if busy_until[r] > t:
+                continue
+            b_dep = (f_end[r] if r == p - 1 else b_end[r + 1])[nb[r]] if nb[r] < nf[r] else -1
+            f_dep = (0 if r == 0 else f_end[r - 1][nf[r]]) if nf[r] < m else -1
+            if nb[r] - nw[r] > p - 1:
+                op = "W"
+            elif 0 <= b_dep <= t:
+                op = "B"
+            elif 0 <= f_dep <= t and nf[r] - nb[r] < min(p - r, m):
+                op = "F"
+            elif nw[r] < nb[r]:
+                op = "W"
+            else:
+                continue
+            count = {"F": nf, "B": nb, "W": nw}[op]
+            orders[r].append(Action(op, count[r]))
+            if op != "W":
+                (f_end if op == "F" else b_end)[r][count[r]] = t + 1
+            count[r] += 1
+            busy_until[r] = t + 1
+        t += 1
+    return tuple(orders)
+
+
+ScheduleFn = Callable[..., list[Action]]
+
+#: name -> compute-order function (p, m, rank, v) -> [Action]
+SCHEDULES: dict[str, ScheduleFn] = {"naive": naive, "gpipe": gpipe, "1f1b": one_f_one_b,
+                                    "interleaved": interleaved_1f1b, "zb-h1": zero_bubble_h1}
+#: schedules that place v > 1 model chunks on each rank
+CHUNKED = ("interleaved",)
+#: schedules that deadlock when every transfer must complete before the next computation: a
+#: send's matching receive can sit after the receiver's next computation (tests show one case)
+NEEDS_NONBLOCKING = ("interleaved", "zb-h1")
 
 
 def schedule_names() -> list[str]:
     return list(SCHEDULES)
 
 
-def compute_order(name: str, p: int, m: int, rank: int) -> list[Action]:
-    """Compute actions of ``rank`` for schedule ``name`` (validated)."""
+def schedule_problem(name: str, p: int, m: int, v: int = 1) -> str | None:
+    """Why (name, p, m, v) is not a valid schedule, or None."""
     if name not in SCHEDULES:
-        raise ValueError(f"unknown schedule {name!r}; allowed: {', '.join(SCHEDULES)}")
-    if p < 1 or m < 1 or not 0 <= rank < p:
-        raise ValueError(f"need p >= 1, m >= 1 and 0 <= rank < p; got p={p}, m={m}, rank={rank}")
-    return SCHEDULES[name](p, m, rank)
+        return f"unknown schedule {name!r}; allowed: {', '.join(SCHEDULES)}"
+    if p < 1 or m < 1 or v < 1:
+        return f"need p >= 1, m >= 1 and v >= 1; got p={p}, m={m}, v={v}"
+    if name in CHUNKED and p < 2:
+        return f"{name} needs at least 2 stages to interleave chunks across, got p={p}"
+    if name in CHUNKED and m % p:
+        return f"{name} needs microbatches to be a multiple of the stages: m={m}, p={p}; allowed: m in {p}, {2 * p}, ..."
+    if name not in CHUNKED and v != 1:
+        return f"{name} places one model chunk per rank; chunks must be 1, got {v} (use 'interleaved' for v > 1)"
+    return None
+
+
+def compute_order(name: str, p: int, m: int, rank: int, v: int = 1) -> list[Action]:
+    """Compute actions of ``rank`` for schedule ``name`` (validated)."""
+    problem = schedule_problem(name, p, m, v)
+    if problem:
+        raise ValueError(problem)
+    if not 0 <= rank < p:
+        raise ValueError(f"need 0 <= rank < p; got p={p}, rank={rank}")
+    return SCHEDULES[name](p, m, rank, v)
 
 
 def add_communication(order: list[Action], p: int, rank: int, v: int = 1) -> list[Action]:
@@ -93,13 +185,15 @@ def add_communication(order: list[Action], p: int, rank: int, v: int = 1) -> lis
     return out
 
 
-def build_schedule(name: str, p: int, m: int) -> list[list[Action]]:
+def build_schedule(name: str, p: int, m: int, v: int = 1) -> list[list[Action]]:
     """Full action lists (compute and communication) for every rank of the pipeline."""
-    return [add_communication(compute_order(name, p, m, r), p, r) for r in range(p)]
+    return [add_communication(compute_order(name, p, m, r, v), p, r, v) for r in range(p)]
 
 
 def peak_in_flight(actions: list[Action]) -> int:
-    """Largest number of microbatches whose forward ran but whose backward has not yet."""
+    """Largest number of (microbatch, chunk) pairs whose F ran but whose B has not (with a split
+    backward, B releases most activations in ZB-H1's memory model; W's inputs are counted in the
+    measured saved bytes instead)."""
     live = peak = 0
     for action in actions:
         if action.op == "F":

@@ -87,6 +87,22 @@ class TorchStage:
         self._synchronize(y)
         return None if self.is_first else x.grad
 
+    def backward_input(self, ctx, grad_output: torch.Tensor | None) -> torch.Tensor | None:
+        """B of a split backward: autograd on the stage input only; the graph is kept for W."""
+        x, y = ctx
+        if self.is_first:
+            return None                # nothing upstream needs a gradient; W does all the work
+        (grad_x,) = torch.autograd.grad(y, [x], grad_output, retain_graph=True)
+        self._synchronize(grad_x)
+        return grad_x
+
+    def backward_weight(self, ctx, grad_output: torch.Tensor | None) -> None:
+        """W of a split backward: autograd on the weights only (recomputing the activation
+        gradients B already computed: the price of splitting with plain autograd)."""
+        x, y = ctx
+        torch.autograd.backward(y, grad_output, inputs=list(self.module.parameters()))
+        self._synchronize(y)
+
     @staticmethod
     def _synchronize(tensor: torch.Tensor) -> None:
         """On a GPU, let queued kernels finish: the action's time is then its GPU time, and its
@@ -124,3 +140,12 @@ class SyntheticStage:
     def backward(self, ctx, grad_output):
         self._work(self.t_bwd)
         return None if self.is_first else self.out
+
+    def backward_input(self, ctx, grad_output):
+        """Half of the backward time: the split schedules' B."""
+        self._work(self.t_bwd / 2)
+        return None if self.is_first else self.out
+
+    def backward_weight(self, ctx, grad_output) -> None:
+        """The other half: the split schedules' W."""
+        self._work(self.t_bwd / 2)

@@ -17,6 +17,10 @@ def bubble_fraction(schedule: str, p: int, m: int, v: int = 1) -> float:
         return (p - 1) / (m + p - 1)
     if schedule == "interleaved":
         return (p - 1) / (v * m + p - 1)
+    if schedule == "zb-h1":
+        # backward split into B and W of equal cost T: the bubble shrinks from (p-1)(F+B+W) to
+        # (p-1)(F+B-W) = (p-1)T when F = B = W = T, for m >= p (Qi et al., 2023, ZB-H1)
+        return (p - 1) / (3 * m + p - 1)
     raise ValueError(f"no closed form for schedule {schedule!r}")
 
 
@@ -26,12 +30,14 @@ def megatron_bubble_ratio(schedule: str, p: int, m: int, v: int = 1) -> float:
     return f / (1 - f)
 
 
-def peak_in_flight(schedule: str, p: int, m: int, rank: int) -> int:
-    """Microbatches whose activations a rank holds at once, at most."""
+def peak_in_flight(schedule: str, p: int, m: int, rank: int, v: int = 1) -> int:
+    """(Microbatch, chunk) pairs whose activations a rank holds at once, at most."""
     if schedule == "naive":
         return 1
     if schedule == "gpipe":
         return m
-    if schedule == "1f1b":
+    if schedule in ("1f1b", "zb-h1"):     # zb-h1: F until B, as 1F1B (W's inputs are counted in bytes)
         return min(m, p - rank)
+    if schedule == "interleaved":  # warm-up forwards plus the first steady-state one
+        return m * v if m == p else min(2 * (p - rank - 1) + (v - 1) * p + 1, m * v)
     raise ValueError(f"no closed form for schedule {schedule!r}")

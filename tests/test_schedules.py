@@ -7,11 +7,21 @@ import pytest
 
 from ppbench.actions import Action, parse_action
 from ppbench.cli import main
-from ppbench.schedules import (SCHEDULES, add_communication, build_schedule, compute_order, peak_in_flight,
-                               warmup_forwards)
+from ppbench import theory
+from ppbench.schedules import (CHUNKED, NEEDS_NONBLOCKING, SCHEDULES, add_communication, build_schedule, compute_order, peak_in_flight,
+                               schedule_problem, warmup_forwards)
 from ppbench.simulator import Costs, DeadlockError, peer_rank, simulate
 
 GRID = [(p, m) for p in range(1, 9) for m in range(1, 17)]
+# every valid (schedule, p, m, v) with p <= 8, m <= 16; interleaved with v = 2 and 3
+CASES = [(name, p, m, v) for name in SCHEDULES for v in ((2, 3) if name in CHUNKED else (1,)) for p, m in GRID
+         if schedule_problem(name, p, m, v) is None]
+case_ids = [f"{n}-p{p}-m{m}-v{v}" for n, p, m, v in CASES]
+
+
+def unit(name: str) -> Costs:
+    """F = B = W = 1 for split-backward schedules (ZB-H1's theory); F = 1, B = 2 otherwise."""
+    return Costs(fwd=1, bwd=1, wgrad=1) if name == "zb-h1" else Costs(fwd=1, bwd=2)
 
 
 def plan(text: str) -> list[list[Action]]:
@@ -43,37 +53,51 @@ def test_naive_plan_with_communication_written_out():
     """)
 
 
-@pytest.mark.parametrize("name", list(SCHEDULES))
-@pytest.mark.parametrize("p,m", GRID)
-def test_every_microbatch_forwarded_then_backwarded_once(name, p, m):
+@pytest.mark.parametrize("name,p,m,v", CASES, ids=case_ids)
+def test_every_microbatch_and_chunk_runs_each_pass_once_in_order(name, p, m, v):
+    everything = sorted((i, c) for i in range(m) for c in range(v))
     for r in range(p):
-        order = compute_order(name, p, m, r)
-        forwards = [a.mb for a in order if a.op == "F"]
-        backwards = [a.mb for a in order if a.op == "B"]
-        assert sorted(forwards) == list(range(m)) and sorted(backwards) == list(range(m))
+        order = compute_order(name, p, m, r, v)
+        passes = ("F", "B", "W") if any(a.op == "W" for a in order) else ("F", "B")
+        for op in passes:
+            assert sorted((a.mb, a.chunk) for a in order if a.op == op) == everything, op
         position = {str(a): i for i, a in enumerate(order)}
-        assert all(position[f"F{i}"] < position[f"B{i}"] for i in range(m))
+        for i, c in everything:
+            chain = [position[str(Action(op, i, c))] for op in passes]
+            assert chain == sorted(chain)                       # F before B before W
 
 
-@pytest.mark.parametrize("name", list(SCHEDULES))
-@pytest.mark.parametrize("p,m", GRID)
-def test_every_send_has_its_receive(name, p, m):
-    ranks = build_schedule(name, p, m)
-    sends = Counter((r, peer_rank(a, r, p)[0], a.direction, a.mb) for r, acts in enumerate(ranks) for a in acts if a.is_send)
-    recvs = Counter((peer_rank(a, r, p)[0], r, a.direction, a.mb) for r, acts in enumerate(ranks) for a in acts if a.is_recv)
-    assert sends == recvs
-    assert sum(sends.values()) == 2 * m * (p - 1)   # one activation and one gradient per boundary and microbatch
+@pytest.mark.parametrize("name,p,m,v", CASES, ids=case_ids)
+def test_every_send_has_its_receive(name, p, m, v):
+    ranks = build_schedule(name, p, m, v)
+    sends = Counter((r, *peer_rank(a, r, p, v), a.direction, a.mb) for r, acts in enumerate(ranks) for a in acts
+                    if a.is_send)
+    recvs = Counter((*peer_rank(a, r, p, v), r, a.chunk, a.direction, a.mb) for r, acts in enumerate(ranks)
+                    for a in acts if a.is_recv)
+    assert Counter((s, d, dc, k, mb) for s, d, dc, k, mb in sends.elements()) == \
+        Counter((s, d, dc, k, mb) for s, sc, d, dc, k, mb in recvs.elements())
+    assert sum(sends.values()) == 2 * m * (p * v - 1)   # one activation and one gradient per boundary and microbatch
 
 
-@pytest.mark.parametrize("mode", ["blocking", "nonblocking"])
-@pytest.mark.parametrize("name", list(SCHEDULES))
-@pytest.mark.parametrize("p,m", GRID)
-def test_no_deadlock_and_bubble_matches_theory(name, p, m, mode):
-    result = simulate(build_schedule(name, p, m), Costs(fwd=1, bwd=2), mode=mode)
-    theory = (p - 1) / p if name == "naive" else (p - 1) / (m + p - 1)
+@pytest.mark.parametrize("name,p,m,v,mode", [(*c, mode) for c in CASES for mode in ("blocking", "nonblocking")
+                                               if mode == "nonblocking" or c[0] not in NEEDS_NONBLOCKING],
+                         ids=[f"{i}-{mode}" for i, c in zip(case_ids, CASES) for mode in ("blocking", "nonblocking")
+                              if mode == "nonblocking" or c[0] not in NEEDS_NONBLOCKING])
+def test_no_deadlock_and_bubble_matches_theory(name, p, m, v, mode):
+    # interleaved and zb-h1 are only allowed with the non-blocking transport (see the deadlock test)
+    result = simulate(build_schedule(name, p, m, v), unit(name), mode=mode, v=v)
     for r in range(p):
         busy = sum(e.end - e.start for e in result.by_rank(r) if e.action.is_compute)
-        assert 1 - busy / result.makespan == pytest.approx(theory, abs=1e-12)
+        if name == "zb-h1" and m < p:     # the closed form needs m >= p; fewer never does worse than 1F1B
+            assert result.makespan <= 3 * (m + p - 1)
+        else:
+            assert 1 - busy / result.makespan == pytest.approx(theory.bubble_fraction(name, p, m, v), abs=1e-12)
+
+
+@pytest.mark.parametrize("name,p,m,v", CASES, ids=case_ids)
+def test_peak_in_flight_matches_theory(name, p, m, v):
+    for r in range(p):
+        assert peak_in_flight(compute_order(name, p, m, r, v)) == theory.peak_in_flight(name, p, m, r, v)
 
 
 @pytest.mark.parametrize("p,m", GRID)
@@ -88,17 +112,16 @@ def test_1f1b_warmup_and_peak_in_flight(p, m):
         assert peak_in_flight(order) == min(p - r, m)
 
 
-@pytest.mark.parametrize("p,m", GRID)
-def test_gpipe_and_naive_peak_in_flight(p, m):
-    for r in range(p):
-        assert peak_in_flight(compute_order("gpipe", p, m, r)) == m
-        assert peak_in_flight(compute_order("naive", p, m, r)) == 1
-
-
 def test_naive_keeps_one_stage_busy_at_a_time():
     result = simulate(build_schedule("naive", 4, 3), Costs(fwd=1, bwd=2))
     spans = sorted((e.start, e.end) for e in result.events if e.action.is_compute)
     assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
+
+
+def test_interleaved_deadlocks_if_every_transfer_must_finish_before_computing():
+    with pytest.raises(DeadlockError) as info:
+        simulate(build_schedule("interleaved", 2, 4, 2), mode="blocking", v=2)
+    assert info.value.stuck == {0: "F3", 1: "F2"}
 
 
 def test_deadlock_is_reported_with_the_stuck_actions():
@@ -113,10 +136,39 @@ def test_deadlock_is_reported_with_the_stuck_actions():
 
 
 def test_unknown_schedule_and_bad_sizes_are_rejected():
-    with pytest.raises(ValueError, match="unknown schedule 'zb'; allowed: naive, gpipe, 1f1b"):
+    with pytest.raises(ValueError, match="unknown schedule 'zb'; allowed: naive, gpipe, 1f1b, interleaved, zb-h1"):
         compute_order("zb", 2, 2, 0)
     with pytest.raises(ValueError, match="m=0"):
         compute_order("gpipe", 2, 0, 0)
+    with pytest.raises(ValueError, match="interleaved needs microbatches to be a multiple of the stages: m=6, p=4"):
+        compute_order("interleaved", 4, 6, 0, 2)
+    with pytest.raises(ValueError, match="1f1b places one model chunk per rank; chunks must be 1, got 2"):
+        compute_order("1f1b", 4, 8, 0, 2)
+
+
+def test_interleaved_plan_written_out():
+    # p = 2, v = 2, m = 4: forwards cycle chunk 0 over microbatches 0-1, chunk 1 over 0-1, then 2-3
+    assert [compute_order("interleaved", 2, 4, r, 2) for r in range(2)] == plan("""
+        F0 F1 F0c1 F1c1 F2 B0c1 F3 B1c1 F2c1 B0 F3c1 B1 B2c1 B3c1 B2 B3
+        F0 F1 F0c1 B0c1 F1c1 B1c1 F2 B0 F3 B1 F2c1 B2c1 F3c1 B3c1 B2 B3
+    """)
+
+
+def test_zb_h1_plan_written_out():
+    # W's wait while B's and F's are ready, at most p - 1 of them pending; they fill the cool-down
+    assert [compute_order("zb-h1", 3, 6, r) for r in range(3)] == plan("""
+        F0 F1 F2 B0 F3 B1 F4 B2 W0 F5 B3 W1 W2 B4 W3 W4 B5 W5
+        F0 F1 B0 F2 B1 F3 B2 W0 F4 B3 W1 F5 B4 W2 W3 B5 W4 W5
+        F0 B0 F1 B1 F2 B2 W0 F3 B3 W1 F4 B4 W2 F5 B5 W3 W4 W5
+    """)
+
+
+def test_zb_h1_step_is_shorter_than_1f1b_by_the_weight_gradients():
+    # F = B = W = 1: 1F1B (B and W fused) needs 3(m + p - 1), ZB-H1 3m + p - 1
+    for p, m in ((4, 8), (8, 16)):
+        zb = simulate(build_schedule("zb-h1", p, m), Costs(1, 1, 1), "nonblocking").makespan
+        ref = simulate(build_schedule("1f1b", p, m), Costs(1, 2, 0), "nonblocking").makespan
+        assert (zb, ref) == (3 * m + p - 1, 3 * (m + p - 1))
 
 
 def test_single_stage_needs_no_communication():
