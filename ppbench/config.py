@@ -50,8 +50,8 @@ class RunConfig:
     step_timeout: float = 0.0     # seconds a step may take before the job is ended (0: no limit)
     device: str = "auto"          # auto (cuda:(local rank mod count) when CUDA is available), cpu, or cuda
     workload: str = "model"       # model (real torch layers) or synthetic (timed sleeps, fixed message size)
-    t_fwd: float = 0.002          # synthetic: seconds per F on one stage
-    t_bwd: float = 0.004          # synthetic: seconds per B on one stage
+    t_fwd: float = 0.002          # synthetic: seconds of F per rank and microbatch (split over its chunks)
+    t_bwd: float = 0.004          # synthetic: seconds of B per rank and microbatch (B and W halves when split)
     message_bytes: int = 65536    # synthetic: bytes per activation or gradient message
     warmup: int = 1               # run: steps run before measuring
     repeats: int = 5              # run: measured steps

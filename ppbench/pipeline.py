@@ -43,7 +43,8 @@ class PipelineRank:
         if self.synthetic:
             self.layer_ids, self.layers, self.split = [], [], []
             for c in range(v):
-                stages[c] = SyntheticStage(cfg.t_fwd, cfg.t_bwd, cfg.message_bytes, c * p + grid.stage == 0,
+                # a rank's work is split over its v chunks, so every schedule does the same total work
+                stages[c] = SyntheticStage(cfg.t_fwd / v, cfg.t_bwd / v, cfg.message_bytes, c * p + grid.stage == 0,
                                            c * p + grid.stage == p * v - 1, progress)
             shape, dtype = stages[0].out.shape, stages[0].out.dtype
         else:

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from .config import ConfigError, RunConfig
 from .launch import run_mpi
 from .results import config_key
+from .schedules import CHUNKED
 
 __all__ = ["sweep_configs", "recorded_keys", "run_sweep", "config_args"]
 
@@ -33,7 +34,7 @@ def sweep_configs(schedules, world_sizes, microbatches, models, sizes, workloads
             notes.append(f"world size {world} is not a multiple of dp={dp}")
             continue
         cfg = RunConfig(schedule=schedule, pp=world // dp, dp=dp, microbatches=m, model=model, size=size,
-                        workload=workload, **common)
+                        workload=workload, chunks=2 if schedule in CHUNKED else 1, **common)
         try:
             cfg.validate(world_size=world)
         except ConfigError as exc:
