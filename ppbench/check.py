@@ -13,7 +13,7 @@ from mpi4py import MPI
 
 from .config import ConfigError, RunConfig
 from .grid import Grid
-from .pipeline import PipelineRank
+from .pipeline import make_rank
 from .reference import Reference
 
 __all__ = ["run_check", "TOLERANCE", "relative_error"]
@@ -37,7 +37,7 @@ def run_check(cfg: RunConfig, comm: MPI.Comm) -> dict:
         raise ConfigError("workload", f"{cfg.workload!r}: check compares gradients, so it needs the model workload")
     worst = np.zeros(5)   # grad abs, grad rel, param abs, param rel, loss rel
     with Grid(comm, cfg.pp, cfg.dp) as grid:
-        pipe = PipelineRank(cfg, grid)
+        pipe = make_rank(cfg, grid)
         ref = Reference(cfg, pipe.device)
         losses = []
         for step in range(max(cfg.steps, 1)):
@@ -74,7 +74,7 @@ def run_check(cfg: RunConfig, comm: MPI.Comm) -> dict:
     }
 
 
-def _compare(pipe: PipelineRank, ref: Reference, value) -> np.ndarray:
+def _compare(pipe, ref: Reference, value) -> np.ndarray:
     worst = np.zeros(2)
     for (layer, name), param in pipe.named_parameters():
         errors = relative_error(value(param), value(ref.parameter(layer, name)))

@@ -125,6 +125,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transport", default=d.transport, help=f"one of {', '.join(TRANSPORTS)} (default auto)")
     parser.add_argument("--fault", default="", help="testing aid: RANK:ACTION[:KIND] injects a fault on that world "
                         "rank at that action, KIND raise (default), nan, kill or hang (e.g. 1:B2:nan)")
+    parser.add_argument("--impl", default=d.impl, help="ppbench (default) or torch (torch.distributed.pipelining; "
+                        "schedules gpipe, 1f1b, interleaved)")
     parser.add_argument("--device", default=d.device, help="auto (a CUDA device per local rank when available), "
                         "cpu or cuda (default auto)")
     parser.add_argument("--step-timeout", type=float, default=0.0,
@@ -148,7 +150,7 @@ def _config(ns: argparse.Namespace) -> RunConfig:
     return RunConfig(**extra, schedule=ns.schedule, pp=ns.pp, dp=ns.dp, microbatches=ns.microbatches, chunks=ns.chunks,
                      global_batch=ns.global_batch, model=ns.model, size=ns.size, dtype=ns.dtype, seed=ns.seed,
                      steps=ns.steps, optimizer=ns.optimizer, lr=ns.lr, transport=ns.transport,
-                     fault=ns.fault, step_timeout=ns.step_timeout, device=ns.device)
+                     fault=ns.fault, step_timeout=ns.step_timeout, device=ns.device, impl=ns.impl)
 
 
 def _error(message: str) -> int:

@@ -49,6 +49,7 @@ class RunConfig:
     fault: str = ""               # testing aid: "RANK:ACTION[:KIND]", KIND raise|nan|kill|hang; "" for none
     step_timeout: float = 0.0     # seconds a step may take before the job is ended (0: no limit)
     device: str = "auto"          # auto (cuda:(local rank mod count) when CUDA is available), cpu, or cuda
+    impl: str = "ppbench"         # ppbench (this package's executor) or torch (torch.distributed.pipelining)
     workload: str = "model"       # model (real torch layers) or synthetic (timed sleeps, fixed message size)
     t_fwd: float = 0.002          # synthetic: seconds of F per rank and microbatch (split over its chunks)
     t_bwd: float = 0.004          # synthetic: seconds of B per rank and microbatch (B and W halves when split)
@@ -104,6 +105,9 @@ class RunConfig:
         _choice("transport", self.transport, list(TRANSPORTS))
         _choice("workload", self.workload, list(WORKLOADS))
         _choice("device", self.device, ["auto", "cpu", "cuda"])
+        _choice("impl", self.impl, ["ppbench", "torch"])
+        if self.impl == "torch":
+            self._validate_torch_impl()
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device", "'cuda' requested but torch sees no CUDA device; allowed here: auto, cpu")
         if not 0 <= self.step_timeout < 86400:
@@ -144,6 +148,17 @@ class RunConfig:
             raise ConfigError("pp x dp", f"pp={self.pp} x dp={self.dp} = {self.pp * self.dp} must equal the MPI "
                               f"world size {world_size}")
         return self
+
+    def _validate_torch_impl(self) -> None:
+        allowed = ["gpipe", "1f1b", "interleaved"]
+        if self.schedule not in allowed:
+            raise ConfigError("schedule", f"{self.schedule!r} has no torch.distributed.pipelining counterpart; "
+                              f"allowed with --impl torch: {', '.join(allowed)}")
+        if self.schedule != "gpipe" and self.microbatches < self.pp:
+            raise ConfigError("microbatches", f"torch's {self.schedule} needs microbatches >= stages: m="
+                              f"{self.microbatches}, p={self.pp}; allowed: m >= {self.pp}")
+        if self.workload != "model" or self.device == "cuda" or self.fault:
+            raise ConfigError("impl", "--impl torch runs the model workload on CPU without fault injection")
 
     def to_dict(self) -> dict:
         return asdict(self)

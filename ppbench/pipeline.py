@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-from mpi4py import MPI
 from torch import nn
 
 from . import models
@@ -16,11 +14,20 @@ from .partition import partition_layers
 from .schedules import add_communication, compute_order
 from .stages import SyntheticStage, TorchStage
 from .tracer import Tracer
-from .training import make_optimizer, replica_microbatches
+from .training import average_gradients, global_loss, make_optimizer, replica_microbatches
 from .transport import Transport
 from .watchdog import StepWatchdog
 
-__all__ = ["PipelineRank"]
+__all__ = ["PipelineRank", "make_rank"]
+
+
+def make_rank(cfg: RunConfig, grid: Grid, tracer: Tracer | None = None):
+    """This rank's pipeline, run by ppbench's executor or by torch.distributed.pipelining."""
+    if cfg.impl == "torch":
+        from .torch_impl import TorchPipelineRank
+
+        return TorchPipelineRank(cfg, grid, tracer)
+    return PipelineRank(cfg, grid, tracer)
 
 
 class PipelineRank:
@@ -104,25 +111,11 @@ class PipelineRank:
                 yield (index, name), param
 
     def _average_gradients(self) -> None:
-        """Mean of each gradient over the data-parallel replicas (one flat Allreduce)."""
         if self.cfg.dp == 1 or not self.layers:
             return
         start = self.tracer.now()
-        grads = [p.grad for p in self.module.parameters()]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        wire = flat.cpu() if self.transport.staging else flat     # host staging without CUDA-aware MPI
-        self.grid.data.Allreduce(MPI.IN_PLACE, wire, op=MPI.SUM)
-        flat.copy_(wire)
-        flat /= self.cfg.dp
-        offset = 0
-        for g in grads:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
-            offset += g.numel()
-        self.tracer.record("ALLREDUCE", -1, 0, start, self.tracer.now(), nbytes=flat.numel() * flat.element_size())
+        nbytes = average_gradients(list(self.module.parameters()), self.grid.data, self.cfg.dp, self.transport.staging)
+        self.tracer.record("ALLREDUCE", -1, 0, start, self.tracer.now(), nbytes=nbytes)
 
     def _global_loss(self, local: float) -> float:
-        """Last stage's loss averaged over replicas, then shared with every stage."""
-        buf = np.array([local], dtype=np.float64)   # a host scalar: no device staging needed
-        self.grid.data.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
-        self.grid.pipe.Bcast(buf, root=self.cfg.pp - 1)
-        return float(buf[0]) / self.cfg.dp
+        return global_loss(local, self.grid.data, self.grid.pipe, self.cfg.dp)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from mpi4py import MPI
 
 from .config import RunConfig
 
-__all__ = ["make_optimizer", "replica_microbatches"]
+__all__ = ["make_optimizer", "replica_microbatches", "average_gradients", "global_loss"]
 
 
 def make_optimizer(cfg: RunConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -20,3 +22,29 @@ def replica_microbatches(cfg: RunConfig, tensor: torch.Tensor, replica: int) -> 
     per_replica = cfg.batch // cfg.dp
     mine = tensor[replica * per_replica:(replica + 1) * per_replica]
     return list(mine.split(cfg.microbatch_size))
+
+
+def average_gradients(params: list[torch.nn.Parameter], data: MPI.Comm, dp: int, staging: bool) -> int:
+    """Mean of each gradient over the data-parallel replicas, in one flat Allreduce; returns its bytes.
+
+    ``staging``: GPU gradients go through host memory (MPI not CUDA-aware).
+    """
+    grads = [p.grad for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    wire = flat.cpu() if staging else flat
+    data.Allreduce(MPI.IN_PLACE, wire, op=MPI.SUM)
+    flat.copy_(wire)
+    flat /= dp
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+    return flat.numel() * flat.element_size()
+
+
+def global_loss(local: float, data: MPI.Comm, pipe: MPI.Comm, dp: int) -> float:
+    """The last stage's loss averaged over replicas, then shared with every stage."""
+    buf = np.array([local], dtype=np.float64)   # a host scalar: no device staging needed
+    data.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+    pipe.Bcast(buf, root=pipe.Get_size() - 1)
+    return float(buf[0]) / dp

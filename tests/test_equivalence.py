@@ -80,6 +80,18 @@ def test_parameters_match_after_three_optimizer_steps(grid, schedule, model, opt
 
 
 @pytest.mark.mpi
+@pytest.mark.parametrize("grid,schedule,microbatches,model",
+                         cases(grid=GRIDS, schedule=["gpipe", "1f1b", "interleaved"], microbatches=[4],
+                               model=["mlp", "gpt"], fixed={"impl": "torch"}))
+def test_torch_pipelining_matches_single_process_training(grid, schedule, microbatches, model):
+    """PyTorch's own schedules, same models and reference (the harness is implementation-neutral)."""
+    pp, dp = grid
+    result = check(schedule=schedule, pp=pp, dp=dp, microbatches=microbatches, model=model, impl="torch",
+                   chunks=2 if schedule in CHUNKED else 1, steps=2)
+    assert result["max_rel_err"] <= TOLERANCE["float64"], result
+
+
+@pytest.mark.mpi
 @pytest.mark.parametrize("transport", ["blocking", "nonblocking"])
 @pytest.mark.parametrize("schedule", [s for s in SCHEDULES if s not in NEEDS_NONBLOCKING])
 def test_both_transports_are_equivalent(schedule, transport):

@@ -1,0 +1,130 @@
+"""PyTorch's own ``torch.distributed.pipelining`` behind ppbench's harness (``--impl torch``).
+
+Same models, data, reference and result records; gloo process groups are set up from the MPI
+job (no other launcher). Its compute is timed through module hooks, so its bubble comes from
+the same metrics code; its transfers happen inside PyTorch and are not observed (overlap NaN).
+"""
+
+from __future__ import annotations
+
+import socket
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from . import models
+from .config import RunConfig
+from .executor import StepStats
+from .grid import Grid
+from .partition import partition_layers
+from .tracer import Tracer
+from .training import average_gradients, global_loss, make_optimizer, replica_microbatches
+
+__all__ = ["TorchPipelineRank", "TORCH_SCHEDULES"]
+
+#: ppbench schedule name -> torch.distributed.pipelining schedule class name
+TORCH_SCHEDULES = {"gpipe": "ScheduleGPipe", "1f1b": "Schedule1F1B", "interleaved": "ScheduleInterleaved1F1B"}
+
+
+def _init_gloo(grid: Grid) -> None:
+    """One gloo process group over the MPI world (rank 0's host and a free port, sent over MPI)."""
+    if dist.is_initialized():
+        return
+    world = grid.world
+    one_host = len(set(world.allgather(socket.gethostname()))) == 1
+    address = None
+    if world.Get_rank() == 0:
+        with socket.socket() as s:
+            s.bind(("", 0))
+            address = ("127.0.0.1" if one_host else socket.gethostname(), s.getsockname()[1])
+    host, port = world.bcast(address, root=0)
+    dist.init_process_group("gloo", init_method=f"tcp://{host}:{port}", rank=world.Get_rank(),
+                            world_size=world.Get_size())
+
+
+class TorchPipelineRank:
+    """This rank's stages under a torch.distributed.pipelining schedule; PipelineRank's interface."""
+
+    def __init__(self, cfg: RunConfig, grid: Grid, tracer: Tracer | None = None):
+        from torch.distributed import pipelining
+
+        self.cfg, self.grid = cfg, grid
+        self.tracer = tracer or Tracer(enabled=False)
+        self.model_cfg = cfg.model_config()
+        self.device = torch.device("cpu")
+        self.cuda_aware, self.cuda_aware_how = False, "torch impl: gloo"
+        _init_gloo(grid)
+        groups = [dist.new_group([j * cfg.pp + s for s in range(cfg.pp)]) for j in range(cfg.dp)]   # all ranks, same order
+        p, v, r = cfg.pp, cfg.chunks, grid.stage
+        layers = models.build_layers(self.model_cfg, cfg.seed, cfg.torch_dtype)
+        self.split = partition_layers(layers, p * v)
+        self.layer_ids = [i for c in range(v) for i in self.split[c * p + r]]
+        self.layers = [layers[i] for i in self.layer_ids]
+        self.module = nn.Sequential(*self.layers)
+        self.stages, self.chunk_modules = [], []
+        for c in range(v):
+            chunk = nn.Sequential(*(layers[i] for i in self.split[c * p + r]))
+            self._time(chunk, c)
+            self.chunk_modules.append(chunk)
+            self.stages.append(pipelining.PipelineStage(chunk, c * p + r, p * v, self.device,
+                                                        group=groups[grid.replica]))
+        schedule_cls = getattr(pipelining, TORCH_SCHEDULES[cfg.schedule])
+        stages = self.stages if cfg.schedule == "interleaved" else self.stages[0]
+        self.schedule = schedule_cls(stages, n_microbatches=cfg.microbatches, scale_grads=True,
+                                     loss_fn=lambda out, tgt: models.loss_fn(self.model_cfg, out, tgt))
+        self.optimizer = make_optimizer(cfg, list(self.module.parameters()))
+        self.holds_input = r == 0
+        self.holds_target = r == p - 1
+
+    def _time(self, chunk: nn.Module, c: int) -> None:
+        """F and B events from module hooks, numbered in call order within a step."""
+        state = {"F": 0, "B": 0, "start": 0.0}
+
+        def f_start(module, args):
+            state["start"] = self.tracer.now()
+
+        def f_end(module, args, out):
+            self.tracer.record("F", state["F"], c, state["start"], self.tracer.now())
+            state["F"] += 1
+
+        def b_start(module, grad_out):
+            state["bstart"] = self.tracer.now()
+
+        def b_end(module, grad_in, grad_out):
+            self.tracer.record("B", state["B"], c, state["bstart"], self.tracer.now())
+            state["B"] += 1
+
+        chunk.register_forward_pre_hook(f_start)
+        chunk.register_forward_hook(f_end)
+        chunk.register_full_backward_pre_hook(b_start)
+        chunk.register_full_backward_hook(b_end)
+        self._counters = getattr(self, "_counters", []) + [state]
+
+    def forward_backward(self, step: int) -> tuple[float, StepStats]:
+        x, y = models.make_batch(self.model_cfg, self.cfg.batch, self.cfg.seed, step, self.cfg.torch_dtype)
+        x = torch.cat(replica_microbatches(self.cfg, x, self.grid.replica))
+        y = torch.cat(replica_microbatches(self.cfg, y, self.grid.replica))
+        for state in self._counters:
+            state["F"] = state["B"] = 0
+        self.optimizer.zero_grad(set_to_none=False)
+        losses: list[torch.Tensor] = []
+        args = (x,) if self.holds_input else ()
+        kwargs = {"target": y, "losses": losses} if self.holds_target else {}
+        self.schedule.step(*args, **kwargs)
+        if self.cfg.dp > 1:
+            average_gradients(list(self.module.parameters()), self.grid.data, self.cfg.dp, staging=False)
+        local = float(sum(float(l.detach()) for l in losses) / self.cfg.microbatches) if losses else 0.0
+        stats = StepStats()
+        stats.peak_in_flight = -1       # not observable inside torch's schedules
+        return global_loss(local, self.grid.data, self.grid.pipe, self.cfg.dp), stats
+
+    def optimizer_step(self) -> None:
+        start = self.tracer.now()
+        self.optimizer.step()
+        self.tracer.record("OPTIMIZER", -1, 0, start, self.tracer.now())
+
+    def named_parameters(self):
+        for index, layer in zip(self.layer_ids, self.layers):
+            for name, param in layer.named_parameters():
+                yield (index, name), param
