@@ -66,7 +66,9 @@ class Pipeline:
         from ppbench.sweep import run_sweep
 
         configs = [_config(*p) for p in itertools.product(*self.params) if _skip_reason(*p) is None]
-        out = Path(os.environ.get("PPBENCH_RESULTS", "results")).resolve() / f"asv-{time.strftime('%Y%m%d-%H%M%S')}"
+        # asv runs benchmarks from a temporary directory: anchor the default at the repository
+        base = Path(os.environ.get("PPBENCH_RESULTS", Path(__file__).resolve().parents[1] / "results")).resolve()
+        out = base / f"asv-{time.strftime('%Y%m%d-%H%M%S')}"
         run_sweep(configs, str(out), redo=True, timeout=900, show_progress=False)
         runs, _ = load_runs(out)
         return {run.meta["config_key"]: run.meta["summary"] for run in runs}
