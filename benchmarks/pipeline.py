@@ -60,28 +60,35 @@ class Pipeline:
     repeat = 1
 
     def setup_cache(self):
+        """Run every configuration once; return {param tuple: summary or the reason it is skipped}."""
         import itertools
 
-        from ppbench.results import load_runs
+        from ppbench.results import config_key, load_runs
         from ppbench.sweep import run_sweep
 
-        configs = [_config(*p) for p in itertools.product(*self.params) if _skip_reason(*p) is None]
+        points = list(itertools.product(*self.params))
+        skipped = {p: _skip_reason(*p) for p in points}
+        configs = {p: _config(*p) for p in points if skipped[p] is None}
         # asv runs benchmarks from a temporary directory: anchor the default at the repository
         base = Path(os.environ.get("PPBENCH_RESULTS", Path(__file__).resolve().parents[1] / "results")).resolve()
         out = base / f"asv-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_sweep(configs, str(out), redo=True, timeout=900, show_progress=False)
+        run_sweep(list(configs.values()), str(out), redo=True, timeout=900, show_progress=False)
         runs, _ = load_runs(out)
-        return {run.meta["config_key"]: run.meta["summary"] for run in runs}
+        by_key = {run.meta["config_key"]: run.meta["summary"] for run in runs}
+        cache = {}
+        for p in points:
+            if skipped[p]:
+                cache[p] = skipped[p]
+            else:
+                cache[p] = by_key.get(config_key(configs[p].to_dict()), "this configuration's run failed; see the log")
+        return cache
 
     def setup(self, cache, *params):
-        reason = _skip_reason(*params)
-        if reason:
-            raise NotImplementedError(reason)
-        from ppbench.results import config_key
-
-        self.summary = cache.get(config_key(_config(*params).to_dict()))
-        if self.summary is None:
-            raise NotImplementedError("this configuration's run failed; see the sweep's output")
+        """A dict lookup only: each parameter point runs in its own process, so nothing is imported."""
+        found = cache[params]
+        if isinstance(found, str):
+            raise NotImplementedError(found)
+        self.summary = found
 
     track_step_time = _track("step_time_median", "seconds")
     track_throughput = _track("throughput_median", "samples/s")
