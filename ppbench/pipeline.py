@@ -18,7 +18,7 @@ from .training import average_gradients, global_loss, make_optimizer, replica_mi
 from .transport import Transport
 from .watchdog import StepWatchdog
 
-__all__ = ["PipelineRank", "make_rank"]
+__all__ = ["PipelineRank", "RankBase", "make_rank"]
 
 
 def make_rank(cfg: RunConfig, grid: Grid, tracer: Tracer | None = None):
@@ -30,7 +30,26 @@ def make_rank(cfg: RunConfig, grid: Grid, tracer: Tracer | None = None):
     return PipelineRank(cfg, grid, tracer)
 
 
-class PipelineRank:
+class RankBase:
+    """What every pipeline rank offers the check and the runner, whoever executes the schedule.
+
+    Subclasses set ``tracer``, ``optimizer`` (None without parameters), ``layer_ids`` and ``layers``.
+    """
+
+    def optimizer_step(self) -> None:
+        if self.optimizer is not None:
+            start = self.tracer.now()
+            self.optimizer.step()
+            self.tracer.record("OPTIMIZER", -1, 0, start, self.tracer.now())
+
+    def named_parameters(self):
+        """((global layer index, parameter name), parameter) for this rank's layers."""
+        for index, layer in zip(self.layer_ids, self.layers):
+            for name, param in layer.named_parameters():
+                yield (index, name), param
+
+
+class PipelineRank(RankBase):
     """Builds this rank's share of the work and runs training steps with the configured schedule."""
 
     def __init__(self, cfg: RunConfig, grid: Grid, tracer: Tracer | None = None):
@@ -97,18 +116,6 @@ class PipelineRank:
             if self.device.type == "cuda":
                 stats.peak_device_bytes = torch.cuda.max_memory_allocated(self.device)
         return self._global_loss(stats.loss), stats
-
-    def optimizer_step(self) -> None:
-        if self.optimizer is not None:
-            start = self.tracer.now()
-            self.optimizer.step()
-            self.tracer.record("OPTIMIZER", -1, 0, start, self.tracer.now())
-
-    def named_parameters(self):
-        """((global layer index, parameter name), parameter) for this rank's layers."""
-        for index, layer in zip(self.layer_ids, self.layers):
-            for name, param in layer.named_parameters():
-                yield (index, name), param
 
     def _average_gradients(self) -> None:
         if self.cfg.dp == 1 or not self.layers:

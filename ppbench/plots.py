@@ -35,6 +35,13 @@ CAPTIONS = {
 }
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def draw_all(runs: list[Run], table: pd.DataFrame, out: Path) -> list[Path]:
     made = []
     for schedule in sorted(table["schedule"].unique()):
@@ -81,10 +88,7 @@ def timeline(run: Run, path: Path) -> Path:
         ax.set_title(f"{cfg['schedule']} p={cfg['pp']} m={cfg['microbatches']} {cfg['workload']}: {title}",
                      fontsize=10, loc="left")
     axes[1].set_xlabel("time since step start (ms)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _draw_lanes(ax, ev: pd.DataFrame, p: int) -> None:
@@ -126,10 +130,7 @@ def bubble_vs_microbatches(table: pd.DataFrame, path: Path) -> Path | None:
         ax.set_xlabel("microbatches m")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("bubble fraction (idle share of step)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def scaling(table: pd.DataFrame, path: Path) -> Path | None:
@@ -150,10 +151,7 @@ def scaling(table: pd.DataFrame, path: Path) -> Path | None:
         ax.set_xticks(sorted(data["world_size"].unique()))
     ax1.set_yscale("log")
     ax2.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def memory(runs: list[Run], path: Path) -> Path | None:
@@ -180,10 +178,7 @@ def memory(runs: list[Run], path: Path) -> Path | None:
     for ax in (ax1, ax2):
         ax.set_xlabel("pipeline stage")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def overlap_by_transport(table: pd.DataFrame, path: Path) -> Path | None:
@@ -195,7 +190,4 @@ def overlap_by_transport(table: pd.DataFrame, path: Path) -> Path | None:
     ax.set_ylabel("communication overlap")
     ax.set_ylim(0, 1)
     ax.set_xlabel("schedule (median over configurations with p > 1)")
-    ax.figure.tight_layout()
-    ax.figure.savefig(path, dpi=110)
-    plt.close(ax.figure)
-    return path
+    return _save(ax.figure, path)

@@ -18,6 +18,7 @@ from .config import RunConfig
 from .executor import StepStats
 from .grid import Grid
 from .partition import partition_layers
+from .pipeline import RankBase
 from .tracer import Tracer
 from .training import average_gradients, global_loss, make_optimizer, replica_microbatches
 
@@ -43,7 +44,7 @@ def _init_gloo(grid: Grid) -> None:
                             world_size=world.Get_size())
 
 
-class TorchPipelineRank:
+class TorchPipelineRank(RankBase):
     """This rank's stages under a torch.distributed.pipelining schedule; PipelineRank's interface."""
 
     def __init__(self, cfg: RunConfig, grid: Grid, tracer: Tracer | None = None):
@@ -118,13 +119,3 @@ class TorchPipelineRank:
         stats = StepStats()
         stats.peak_in_flight = -1       # not observable inside torch's schedules
         return global_loss(local, self.grid.data, self.grid.pipe, self.cfg.dp), stats
-
-    def optimizer_step(self) -> None:
-        start = self.tracer.now()
-        self.optimizer.step()
-        self.tracer.record("OPTIMIZER", -1, 0, start, self.tracer.now())
-
-    def named_parameters(self):
-        for index, layer in zip(self.layer_ids, self.layers):
-            for name, param in layer.named_parameters():
-                yield (index, name), param
