@@ -200,16 +200,16 @@ def unit_costs(name: str, fwd: float, bwd: float, wgrad: float | None = None, co
 
 def timeline_text(result, p: int) -> str:
     """The classic pipeline diagram as text: one row per rank, one cell per time unit
-    (``F3`` = forward of microbatch 3 for one unit, ``..`` = idle)."""
+    (``F3`` = forward of microbatch 3 for one unit, ``F3c1`` the same on chunk 1, ``..`` = idle)."""
     width = int(round(result.makespan))
-    cell = 1 + max((len(str(e.action.mb)) for e in result.events), default=1)
+    cell = max((len(str(e.action)) for e in result.events if e.action.is_compute), default=2)
     rows = []
     for r in range(p):
         cells = ["." * cell] * width
         for e in result.by_rank(r):
             if e.action.is_compute:
                 for t in range(int(round(e.start)), int(round(e.end))):
-                    cells[t] = f"{e.action.op}{e.action.mb}".ljust(cell)
+                    cells[t] = str(e.action).ljust(cell)
         rows.append(f"  rank {r} |" + "".join(cells) + "|")
     return "\n".join(rows)
 

@@ -190,3 +190,10 @@ def test_schedule_command_prints_table_and_timeline(capsys):
     # F = 1 unit, B = 2: rank 0 idles from t=2 until rank 1's B0 ends at t=5
     assert "rank 0 |F0F1......B0B0B1B1|" in out
     assert "rank 1 |..F0F1B0B0B1B1....|" in out
+
+
+def test_schedule_command_names_chunks_in_the_interleaved_timeline(capsys):
+    assert main(["schedule", "interleaved", "-p", "2", "-m", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "rank 0: F0 F1 F0c1 F1c1 B0c1 B1c1 B0 B1" in out
+    assert "F0c1" in out.split("timeline")[1] and "B1c1" in out.split("timeline")[1]
