@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Action", "COMPUTE_OPS", "COMM_OPS", "RECV_OPS", "SEND_OPS", "parse_action", "format_actions"]
+__all__ = ["Action", "COMPUTE_OPS", "COMM_OPS", "RECV_OPS", "SEND_OPS", "parse_action"]
 
 #: F: forward; B: backward (input gradients, plus weight gradients unless a W follows);
 #: W: weight gradients only (zero-bubble schedules).
@@ -77,6 +77,3 @@ def parse_action(text: str) -> Action:
     op, mb, chunk = match.groups()
     return Action(op, int(mb), int(chunk or 0))
 
-
-def format_actions(actions: list[Action]) -> str:
-    return " ".join(str(a) for a in actions)

@@ -24,14 +24,6 @@ class Grid:
         self.pipe = comm.Split(color=self.replica, key=self.stage)
         self.data = comm.Split(color=self.stage, key=self.replica)
 
-    @property
-    def is_first(self) -> bool:
-        return self.stage == 0
-
-    @property
-    def is_last(self) -> bool:
-        return self.stage == self.pp - 1
-
     def free(self) -> None:
         for comm in (self.pipe, self.data):
             if comm != MPI.COMM_NULL:

@@ -13,7 +13,7 @@ from typing import Callable
 
 from .actions import Action
 
-__all__ = ["SCHEDULES", "CHUNKED", "NEEDS_NONBLOCKING", "schedule_names", "schedule_problem", "compute_order", "add_communication",
+__all__ = ["SCHEDULES", "CHUNKED", "NEEDS_NONBLOCKING", "schedule_problem", "compute_order", "add_communication",
            "build_schedule", "warmup_forwards", "peak_in_flight"]
 
 
@@ -126,10 +126,6 @@ CHUNKED = ("interleaved",)
 #: schedules that deadlock when every transfer must complete before the next computation: a
 #: send's matching receive can sit after the receiver's next computation (tests show one case)
 NEEDS_NONBLOCKING = ("interleaved", "zb-h1")
-
-
-def schedule_names() -> list[str]:
-    return list(SCHEDULES)
 
 
 def schedule_problem(name: str, p: int, m: int, v: int = 1) -> str | None:
