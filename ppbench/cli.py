@@ -86,18 +86,25 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--no-files", action="store_true", help="print only; write no report files")
     report.set_defaults(handler=_cmd_report)
 
-    sim = sub.add_parser("simulate", help="simulate a schedule's timeline and metrics (no MPI)")
-    sim.add_argument("--schedule", required=True, choices=list(SCHEDULES))
-    sim.add_argument("--stages", "-p", type=int, required=True)
-    sim.add_argument("--microbatches", "-m", type=int, required=True)
+    sim = sub.add_parser("simulate", help="simulate a schedule's metrics (no MPI; thousands of ranks in seconds), "
+                         "or measured runs with their own measured costs (--from-run)")
+    sim.add_argument("--schedule", choices=list(SCHEDULES))
+    sim.add_argument("--stages", "-p", type=int)
+    sim.add_argument("--microbatches", "-m", type=int)
     sim.add_argument("--t-fwd", type=float, default=1.0, help="time of one F (default 1)")
     sim.add_argument("--t-bwd", type=float, default=2.0, help="time of one B (default 2)")
-    sim.add_argument("--t-comm", type=float, default=0.0, help="time of one message (default 0)")
+    sim.add_argument("--t-comm", type=float, default=0.0, help="time of one message, from the later of its two "
+                     "posts to completion (default 0)")
     sim.add_argument("--t-wgrad", type=float, default=None,
                      help="time of one W, for split-backward schedules (default: half of --t-bwd)")
+    sim.add_argument("--overhead", type=float, default=0.0,
+                     help="host time a rank spends before each compute action (default 0)")
     sim.add_argument("--chunks", "-v", type=int, default=None, help="model chunks per rank (interleaved: default 2)")
     sim.add_argument("--transport", choices=["auto", "blocking", "nonblocking"], default="auto",
                      help="auto: blocking for naive, non-blocking otherwise (as ppbench run)")
+    sim.add_argument("--from-run", nargs="+", metavar="PATH",
+                     help="result files or directories: simulate each run with the F, B, W, message latency and "
+                          "per-action overhead measured in it, and print measured beside simulated")
     sim.add_argument("--json", action="store_true")
     sim.set_defaults(handler=_cmd_simulate)
     return parser
@@ -187,15 +194,16 @@ def _chunks(name: str, given: int | None) -> int:
     return given if given is not None else (2 if name in CHUNKED else 1)
 
 
-def unit_costs(name: str, fwd: float, bwd: float, wgrad: float | None = None, comm: float = 0.0):
+def unit_costs(name: str, fwd: float, bwd: float, wgrad: float | None = None, comm: float = 0.0,
+               overhead: float = 0.0):
     """Costs for a schedule; split-backward schedules divide ``bwd`` into B and W (half each
     unless ``wgrad`` is given), as the synthetic workload does."""
     from .simulator import Costs
 
     if any(a.op == "W" for a in compute_order(name, 2, 2, 0, _chunks(name, None))):
         w = bwd / 2 if wgrad is None else wgrad
-        return Costs(fwd, bwd - w, w, comm)
-    return Costs(fwd, bwd, 0.0, comm)
+        return Costs(fwd, bwd - w, w, comm, overhead)
+    return Costs(fwd, bwd, 0.0, comm, overhead)
 
 
 def timeline_text(result, p: int) -> str:
@@ -340,33 +348,79 @@ def _cmd_report(ns: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _cmd_simulate(ns: argparse.Namespace, argv: list[str]) -> int:
+    if ns.from_run:
+        return _simulate_runs(ns.from_run, ns.json)
     from . import theory
-    from .metrics import step_metrics
-    from .schedules import build_schedule
-    from .simulator import simulate, simulated_events
+    from .array_simulator import array_metrics, simulate_arrays
+    from .schedule_arrays import schedule_arrays
 
+    missing = [flag for flag, value in (("--schedule", ns.schedule), ("--stages", ns.stages),
+                                        ("--microbatches", ns.microbatches)) if value is None]
+    if missing:
+        return _error(f"simulate needs {', '.join(missing)} (or --from-run FILE)")
     p, m, v = ns.stages, ns.microbatches, _chunks(ns.schedule, ns.chunks)
     problem = schedule_problem(ns.schedule, p, m, v)
     if problem:
         return _error(problem)
-    if min(ns.t_fwd, ns.t_bwd, ns.t_comm, ns.t_wgrad or 0.0) < 0 or (ns.t_wgrad or 0.0) > ns.t_bwd:
-        return _error("--t-fwd, --t-bwd, --t-comm and --t-wgrad must be >= 0, and --t-wgrad <= --t-bwd")
-    costs = unit_costs(ns.schedule, ns.t_fwd, ns.t_bwd, ns.t_wgrad, ns.t_comm)
+    times = (ns.t_fwd, ns.t_bwd, ns.t_comm, ns.t_wgrad or 0.0, ns.overhead)
+    if min(times) < 0 or (ns.t_wgrad or 0.0) > ns.t_bwd:
+        return _error("--t-fwd, --t-bwd, --t-comm, --t-wgrad and --overhead must be >= 0, and --t-wgrad <= --t-bwd")
+    costs = unit_costs(ns.schedule, ns.t_fwd, ns.t_bwd, ns.t_wgrad, ns.t_comm, ns.overhead)
     transport = RunConfig(schedule=ns.schedule, transport=ns.transport).resolved_transport
     if transport == "blocking" and ns.schedule in NEEDS_NONBLOCKING:
         return _error(f"{ns.schedule} deadlocks with the blocking transport; use --transport nonblocking or auto")
-    result = simulate(build_schedule(ns.schedule, p, m, v), costs, transport, v=v)
-    metrics = step_metrics(simulated_events(result, p, m, v), start=0.0)
+    started = time.perf_counter()
+    metrics = array_metrics(simulate_arrays(schedule_arrays(ns.schedule, p, m, v), costs, transport))
     metrics.update(schedule=ns.schedule, stages=p, microbatches=m, chunks=v,
-                   bubble_theory=theory.bubble_fraction(ns.schedule, p, m, v))
+                   bubble_theory=theory.bubble_fraction(ns.schedule, p, m, v),
+                   seconds=time.perf_counter() - started)
     if ns.json:
         print(json.dumps(metrics))
     else:
         print(f"simulated {ns.schedule}: p={p} m={m}" + (f" v={v}" if v > 1 else "") + f" F={costs.fwd:g} "
-              f"B={costs.bwd:g}" + (f" W={costs.wgrad:g}" if costs.wgrad else "") + f" comm={ns.t_comm:g} ({transport})")
+              f"B={costs.bwd:g}" + (f" W={costs.wgrad:g}" if costs.wgrad else "") + f" comm={ns.t_comm:g}"
+              + (f" overhead={ns.overhead:g}" if ns.overhead else "") + f" ({transport}; {metrics['seconds']:.2f} s)")
         print(f"  step time {metrics['step_time']:g}   bubble mean {metrics['bubble_mean']:.4f} "
               f"max {metrics['bubble_max']:.4f} (theory {metrics['bubble_theory']:.4f})   "
               f"utilization {metrics['utilization']:.4f}   overlap {metrics['overlap']:.3f}")
+    return 0
+
+
+def _simulate_runs(paths: list[str], as_json: bool) -> int:
+    from pathlib import Path
+
+    from .calibrate import compare_with_simulation
+    from .results import ResultFileError, load_runs, read_run
+
+    runs, skipped = [], []
+    for path in paths:
+        if Path(path).is_dir():
+            found, bad = load_runs(path)
+            runs += found
+            skipped += bad
+        else:
+            try:
+                runs.append(read_run(path))
+            except (ResultFileError, OSError) as exc:
+                skipped.append(f"{path}: {exc}")
+    for line in skipped:
+        print(f"ppbench simulate: skipped {line}", file=sys.stderr)
+    if not runs:
+        return _error("no readable result files in " + ", ".join(paths))
+    rows = [compare_with_simulation(run) for run in sorted(runs, key=lambda r: (r.config["schedule"], r.config["pp"],
+                                                                                r.config["microbatches"]))]
+    if as_json:
+        print(json.dumps(rows))
+        return 0
+    print("measured vs simulated with the run's own median costs (ms: F, B, W, message latency, overhead per action)")
+    print(f"{'schedule':<12}{'p':>3}{'m':>4} {'transport':<12}{'F':>6}{'B':>6}{'W':>6}{'comm':>6}{'ovh':>6}"
+          f"{'step meas':>10}{'step sim':>10}{'bubble meas':>12}{'bubble sim':>11}{'diff':>7}{'ovl meas':>9}{'ovl sim':>8}")
+    for row in rows:
+        c, me, si = row["costs"], row["measured"], row["simulated"]
+        print(f"{row['schedule']:<12}{row['pp']:>3}{row['microbatches']:>4} {row['transport']:<12}"
+              + "".join(f"{1e3 * c[k]:>6.2f}" for k in ("fwd", "bwd", "wgrad", "comm", "overhead"))
+              + f"{1e3 * me['step_time']:>10.2f}{1e3 * si['step_time']:>10.2f}{me['bubble_mean']:>12.3f}"
+              f"{si['bubble_mean']:>11.3f}{row['bubble_difference']:>+7.3f}{me['overlap']:>9.3f}{si['overlap']:>8.3f}")
     return 0
 
 

@@ -9,13 +9,16 @@ one step). Definitions (README "Metrics" says the same):
 - busy time C_r: summed duration of rank r's F, B and W events.
 - bubble fraction of rank r: 1 - C_r / T; reported as mean and max over ranks.
 - utilization: 1 - mean bubble fraction.
-- transfer interval of one end of a message: from this rank's post (Isend or Irecv) to the
-  moment this rank observed completion (a Test or Wait returning true). A receive posted before
-  a computation is in flight during it; so is a send completed while the next one runs.
+- transfer interval of one end of a message: from the moment both ends had posted (the later
+  of the Isend and the Irecv: before that the data cannot move, the rank is waiting for its
+  peer, which the bubble already counts) to the moment this rank observed completion (a Test
+  or Wait returning true). An end whose peer is missing from the events starts at its own post.
 - communication overlap: the share of all transfer-interval time (both ends of every message)
   during which the same rank was computing. Blocking transfers (posted after one computation,
-  completed before the next) score 0 by construction; pre-posted transfers score close to 1
-  when the compute they are posted across is long against the transfer.
+  completed before the next) score 0 by construction; a pre-posted transfer scores 1 when it
+  moves while both ranks compute, which needs slack: the data must arrive before the receiver
+  needs it. With uniform stages 1F1B has none (every message is on the critical path, so the
+  receiving end waits and scores 0 while the sending end, computing, scores 1).
 - exposed communication: per rank, time blocked waiting for transfers (WAIT events; it includes
   waiting for the peer to produce the data); reported as the mean over ranks.
 """
@@ -25,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["COMPUTE", "TRANSFER", "step_metrics", "overlap", "events_frame"]
+__all__ = ["COMPUTE", "TRANSFER", "step_metrics", "overlap", "transfer_intervals", "events_frame"]
 
 COMPUTE = ("F", "B", "W")
 TRANSFER = ("SEND_F", "RECV_F", "SEND_B", "RECV_B")
@@ -77,7 +80,7 @@ def overlap(events: pd.DataFrame) -> float:
     transfers = events[events["op"].isin(TRANSFER)]
     if transfers.empty:
         return float("nan")
-    begin, finish = transfers["start"].to_numpy(), transfers["end"].to_numpy()
+    begin, finish = transfer_intervals(transfers)
     total = float((finish - begin).sum())
     if total <= 0:
         return float("nan")
@@ -87,6 +90,20 @@ def overlap(events: pd.DataFrame) -> float:
         mine = compute[compute["rank"] == rank]
         covered += float((_computed_before(mine, finish[idx]) - _computed_before(mine, begin[idx])).sum())
     return covered / total
+
+
+def transfer_intervals(transfers: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(begin, end) of each transfer event: from the later post of its message's two ends (matched
+    by step, tag, sender and receiver) to this end's observed completion; never negative."""
+    rank, peer = transfers["rank"].to_numpy(), transfers["peer"].to_numpy()
+    sends = transfers["op"].str.startswith("SEND").to_numpy()
+    keys = pd.DataFrame({"tag": transfers["tag"].to_numpy(), "sender": np.where(sends, rank, peer),
+                         "receiver": np.where(sends, peer, rank), "start": transfers["start"].to_numpy()})
+    if "step" in transfers:
+        keys["step"] = transfers["step"].to_numpy()
+    later = keys.groupby([c for c in ("step", "tag", "sender", "receiver") if c in keys])["start"].transform("max")
+    finish = transfers["end"].to_numpy()
+    return np.minimum(later.to_numpy(), finish), finish
 
 
 def _computed_before(compute: pd.DataFrame, t: np.ndarray) -> np.ndarray:

@@ -8,10 +8,9 @@ the s-th contiguous piece of the model (``v`` pieces per rank, ``v = 1`` unless 
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Callable
 
-from .actions import Action
+from .actions import COMPUTE_OPS, Action
 
 __all__ = ["SCHEDULES", "CHUNKED", "NEEDS_NONBLOCKING", "schedule_problem", "compute_order", "add_communication",
            "build_schedule", "warmup_forwards", "peak_in_flight"]
@@ -80,40 +79,11 @@ def zero_bubble_h1(p: int, m: int, rank: int, v: int = 1) -> list[Action]:
     if fewer than min(p - r, m) microbatches await their B (1F1B's activation count), any pending
     W. For m >= p this reaches ZB-H1's step time, m(F + B + W) + (p - 1)(F + B - W).
     """
-    return _zb_h1_orders(p, m)[rank]
+    from .zero_bubble import zb_h1_arrays
 
-
-@lru_cache(maxsize=64)
-def _zb_h1_orders(p: int, m: int) -> tuple[list[Action], ...]:
-    orders: list[list[Action]] = [[] for _ in range(p)]
-    f_end = [[-1] * m for _ in range(p)]     # unit-time finish of F(i) on rank r; -1: not yet
-    b_end = [[-1] * m for _ in range(p)]
-    nf, nb, nw, busy_until = [0] * p, [0] * p, [0] * p, [0] * p
-    t = 0
-    while any(nw[r] < m for r in range(p)):
-        for r in range(p):
-            if busy_until[r] > t:
-                continue
-            b_dep = (f_end[r] if r == p - 1 else b_end[r + 1])[nb[r]] if nb[r] < nf[r] else -1
-            f_dep = (0 if r == 0 else f_end[r - 1][nf[r]]) if nf[r] < m else -1
-            if nb[r] - nw[r] > p - 1:
-                op = "W"
-            elif 0 <= b_dep <= t:
-                op = "B"
-            elif 0 <= f_dep <= t and nf[r] - nb[r] < min(p - r, m):
-                op = "F"
-            elif nw[r] < nb[r]:
-                op = "W"
-            else:
-                continue
-            count = {"F": nf, "B": nb, "W": nw}[op]
-            orders[r].append(Action(op, count[r]))
-            if op != "W":
-                (f_end if op == "F" else b_end)[r][count[r]] = t + 1
-            count[r] += 1
-            busy_until[r] = t + 1
-        t += 1
-    return tuple(orders)
+    op, mb = zb_h1_arrays(p, m)
+    mine = slice(rank * 3 * m, (rank + 1) * 3 * m)
+    return [Action(COMPUTE_OPS[o], int(i)) for o, i in zip(op[mine], mb[mine])]
 
 
 ScheduleFn = Callable[..., list[Action]]

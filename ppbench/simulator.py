@@ -2,6 +2,9 @@
 
 Communication semantics are the executor's (see ``transport.py``):
 
+Every compute action starts ``overhead`` after the rank arrives at it, at the earliest (the
+executor's own work between actions); posts happen on arrival.
+
 * ``blocking``: sends and receives are posted when a rank reaches them; before each compute
   action the rank waits until *every* request it has posted so far has completed. A transfer
   completes ``comm`` after both ends are posted. No compute overlaps a transfer.
@@ -33,6 +36,7 @@ class Costs:
     bwd: float = 2.0     # one B (the full backward when the schedule has no W actions)
     wgrad: float = 0.0   # one W (weight gradients only)
     comm: float = 0.0    # one message, from the later of its two posts to completion
+    overhead: float = 0.0  # host time a rank spends before each compute action (posting, bookkeeping)
 
     def compute(self, op: str) -> float:
         return {"F": self.fwd, "B": self.bwd, "W": self.wgrad}[op]
@@ -149,7 +153,7 @@ def simulate(ranks: list[list[Action]], costs: Costs = Costs(), mode: str = "blo
                 blocked_on = needed[finish.index(None)]
                 waiting.setdefault(blocked_on, []).append(r)
                 break
-            start = max([clock[r], *finish])
+            start = max([clock[r] + costs.overhead, *finish])
             clock[r] = start + costs.compute(a.op)
             result.events.append(SimEvent(r, a, start, clock[r]))
             outstanding[r] = [key for key in outstanding[r] if key not in needed]

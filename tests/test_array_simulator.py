@@ -1,0 +1,96 @@
+"""The array form of the schedules and the compiled simulator against the reference ones:
+same orders, same times, same deadlocks, same metrics; then the closed forms at scale."""
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+from ppbench import theory
+from ppbench.array_simulator import array_metrics, simulate_arrays
+from ppbench.metrics import step_metrics
+from ppbench.schedule_arrays import schedule_arrays
+from ppbench.schedules import CHUNKED, SCHEDULES, build_schedule, compute_order, schedule_problem
+from ppbench.simulator import Costs, DeadlockError, simulate, simulated_events
+
+CASES = [(name, p, m, v) for name in SCHEDULES for v in ((2, 3) if name in CHUNKED else (1,))
+         for p in range(1, 9) for m in range(1, 17) if schedule_problem(name, p, m, v) is None]
+
+
+def random_costs(rng: random.Random, name: str) -> Costs:
+    return Costs(rng.uniform(0.5, 2), rng.uniform(0.5, 3), rng.uniform(0.1, 1) if name == "zb-h1" else 0.0,
+                 rng.choice([0.0, rng.uniform(0.01, 1)]), rng.choice([0.0, rng.uniform(0.01, 0.3)]))
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_array_orders_equal_the_reference_orders(name):
+    for _, p, m, v in [c for c in CASES if c[0] == name]:
+        arrays = schedule_arrays(name, p, m, v)
+        assert [arrays.actions(r) for r in range(p)] == [compute_order(name, p, m, r, v) for r in range(p)]
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["python", "numba"])
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_array_simulation_equals_the_reference_simulation(name, compiled):
+    rng = random.Random(f"{name}{compiled}")
+    for _, p, m, v in [c for c in CASES if c[0] == name]:
+        for mode in ("blocking", "nonblocking"):
+            costs = random_costs(rng, name)
+            try:
+                ref = simulate(build_schedule(name, p, m, v), costs, mode, v)
+            except DeadlockError:
+                with pytest.raises(DeadlockError):
+                    simulate_arrays(schedule_arrays(name, p, m, v), costs, mode, compile_above=0 if compiled else 10**9)
+                continue
+            sim = simulate_arrays(schedule_arrays(name, p, m, v), costs, mode, compile_above=0 if compiled else 10**9)
+            compute = [e for r in range(p) for e in ref.by_rank(r) if e.action.is_compute]
+            assert np.allclose(sim.start, [e.start for e in compute], rtol=0, atol=1e-9)
+            assert np.allclose(sim.end, [e.end for e in compute], rtol=0, atol=1e-9)
+            got = array_metrics(sim, compile_above=0 if compiled else 10**9)
+            want = step_metrics(simulated_events(ref, p, m, v), start=0.0)
+            for key in ("step_time", "bubble_mean", "bubble_max", "overlap"):
+                assert got[key] == pytest.approx(want[key], abs=1e-9, nan_ok=True), (p, m, v, mode, key)
+
+
+def test_blocking_interleaved_deadlock_names_the_stuck_actions():
+    with pytest.raises(DeadlockError) as err:
+        simulate_arrays(schedule_arrays("interleaved", 2, 4, 2), Costs(), "blocking")
+    assert err.value.stuck and all(isinstance(a, str) for a in err.value.stuck.values())
+
+
+@pytest.mark.parametrize("name", ["naive", "gpipe", "1f1b"])
+def test_bubble_and_in_flight_equal_closed_forms_p_1_to_16_m_1_to_64(name):
+    for p in range(1, 17):
+        for m in range(1, 65):
+            sim = simulate_arrays(schedule_arrays(name, p, m), Costs(1, 2), "nonblocking")
+            metrics = array_metrics(sim)
+            assert metrics["bubble_mean"] == pytest.approx(theory.bubble_fraction(name, p, m), abs=1e-12)
+            assert metrics["bubble_max"] == pytest.approx(theory.bubble_fraction(name, p, m), abs=1e-12)
+            s = sim.schedule
+            live = np.where(s.op == 0, 1, np.where(s.op == 1, -1, 0))
+            for r in range(p):
+                peak = np.cumsum(live[s.offsets[r]:s.offsets[r + 1]]).max()
+                assert peak == theory.peak_in_flight(name, p, m, r)
+
+
+def test_overlap_of_a_pipeline_with_slack_and_of_one_without():
+    # GPipe's forwards: once the first message has paid its latency, every later one moves while
+    # both ranks compute (the receiver is busy with the previous microbatch), so overlap -> 1.
+    # 1F1B with uniform stages has no slack: each receiver waits for its message (0), each sender
+    # computes meanwhile (1), so overlap is 1/2.
+    c = 0.25
+    gpipe = array_metrics(simulate_arrays(schedule_arrays("gpipe", 2, 64), Costs(1, 2, 0, c), "nonblocking"))
+    one_f_one_b = array_metrics(simulate_arrays(schedule_arrays("1f1b", 2, 64), Costs(1, 2, 0, c), "nonblocking"))
+    blocking = array_metrics(simulate_arrays(schedule_arrays("gpipe", 2, 64), Costs(1, 2, 0, c), "blocking"))
+    assert gpipe["overlap"] > 0.95
+    assert one_f_one_b["overlap"] == pytest.approx(0.5, abs=0.02)
+    assert blocking["overlap"] == 0.0
+    assert math.isnan(array_metrics(simulate_arrays(schedule_arrays("gpipe", 2, 4), Costs(1, 2), "nonblocking"))["overlap"])
+
+
+def test_a_thousand_stages_and_four_thousand_microbatches():
+    p, m = 1024, 4096
+    metrics = array_metrics(simulate_arrays(schedule_arrays("1f1b", p, m), Costs(1, 2), "nonblocking"))
+    assert metrics["step_time"] == 3 * (m + p - 1)
+    assert metrics["bubble_mean"] == pytest.approx(theory.bubble_fraction("1f1b", p, m), abs=1e-12)
