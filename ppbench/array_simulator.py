@@ -79,7 +79,8 @@ def _links(s: ScheduleArrays) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _run(offsets, dur, producer, consumer, p, overhead, comm, blocking, start, end, recv_post, arrival):
-    """The event loop over compute actions; returns the number of ranks left unfinished."""
+    """The event loop over compute actions (``overhead[i]``: before action i; ``comm[i]``: latency of
+    the message action i receives); returns the number of ranks left unfinished."""
     n = dur.size
     rank_of = np.empty(n, dtype=np.int64)
     for r in range(p):
@@ -99,7 +100,7 @@ def _run(offsets, dur, producer, consumer, p, overhead, comm, blocking, start, e
         while nxt[r] < stop:
             i = nxt[r]
             arrive = end[i - 1] if i > first else 0.0
-            t = arrive + overhead
+            t = arrive + overhead[i]
             j = producer[i]
             if j >= 0:
                 if not done[j]:
@@ -109,7 +110,7 @@ def _run(offsets, dur, producer, consumer, p, overhead, comm, blocking, start, e
                 else:
                     post = end[i - 2] if i - 2 >= first else 0.0
                 recv_post[i] = post
-                arrival[i] = max(end[j], post) + comm
+                arrival[i] = max(end[j], post) + comm[i]
                 t = max(t, arrival[i])
             if blocking and i > first:
                 q = consumer[i - 1]
@@ -118,7 +119,7 @@ def _run(offsets, dur, producer, consumer, p, overhead, comm, blocking, start, e
                     if q > q_first and not done[q - 1]:
                         break                        # the consumer has not posted its receive yet
                     q_arrive = end[q - 1] if q > q_first else 0.0
-                    t = max(t, max(end[i - 1], q_arrive) + comm)
+                    t = max(t, max(end[i - 1], q_arrive) + comm[q])
             start[i] = t
             end[i] = t + dur[i]
             done[i] = True
@@ -146,19 +147,27 @@ def _compiled_run():
 
 
 def simulate_arrays(s: ScheduleArrays, costs: Costs = Costs(), mode: str = "blocking",
-                    compile_above: int = 20_000) -> ArraySimulation:
+                    compile_above: int = 20_000, durations: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                    ) -> ArraySimulation:
     """Simulate ``s``; raise DeadlockError (naming the stuck actions) if it cannot finish.
-    Schedules with more than ``compile_above`` actions run compiled."""
+
+    ``durations``, if given, is (compute time, overhead before, latency of the received message)
+    for every action, replacing ``costs`` (to simulate sampled, unequal costs). Schedules with
+    more than ``compile_above`` actions run compiled."""
     if mode not in ("blocking", "nonblocking"):
         raise ValueError(f"mode must be 'blocking' or 'nonblocking', got {mode!r}")
     producer, consumer = _links(s)
-    dur = np.choose(s.op.astype(np.int64), [costs.fwd, costs.bwd, costs.wgrad]).astype(np.float64)
-    n = dur.size
+    n = s.op.size
+    if durations is None:
+        dur = np.choose(s.op.astype(np.int64), [costs.fwd, costs.bwd, costs.wgrad]).astype(np.float64)
+        overhead, comm = np.full(n, float(costs.overhead)), np.full(n, float(costs.comm))
+    else:
+        dur, overhead, comm = (np.ascontiguousarray(a, dtype=np.float64) for a in durations)
     start, end = np.zeros(n), np.zeros(n)
     recv_post, arrival = np.full(n, np.nan), np.full(n, np.nan)
     run = _compiled_run() if n > compile_above else _run
-    stuck = run(s.offsets, dur, producer, consumer, s.p, float(costs.overhead), float(costs.comm),
-                mode == "blocking", start, end, recv_post, arrival)
+    stuck = run(s.offsets, dur, producer, consumer, s.p, overhead, comm, mode == "blocking", start, end, recv_post,
+                arrival)
     if stuck:
         where = {}
         for r in range(s.p):

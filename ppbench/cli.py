@@ -105,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--from-run", nargs="+", metavar="PATH",
                      help="result files or directories: simulate each run with the F, B, W, message latency and "
                           "per-action overhead measured in it, and print measured beside simulated")
+    sim.add_argument("--samples", type=int, default=30,
+                     help="with --from-run: simulations per run, each action's costs drawn from the run's measured "
+                          "ones; the median is shown (default 30; 0: one simulation with the mean costs)")
     sim.add_argument("--json", action="store_true")
     sim.set_defaults(handler=_cmd_simulate)
     return parser
@@ -349,7 +352,9 @@ def _cmd_report(ns: argparse.Namespace, argv: list[str]) -> int:
 
 def _cmd_simulate(ns: argparse.Namespace, argv: list[str]) -> int:
     if ns.from_run:
-        return _simulate_runs(ns.from_run, ns.json)
+        if ns.samples < 0:
+            return _error(f"--samples must be >= 0, got {ns.samples}")
+        return _simulate_runs(ns.from_run, ns.samples, ns.json)
     from . import theory
     from .array_simulator import array_metrics, simulate_arrays
     from .schedule_arrays import schedule_arrays
@@ -386,7 +391,7 @@ def _cmd_simulate(ns: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
-def _simulate_runs(paths: list[str], as_json: bool) -> int:
+def _simulate_runs(paths: list[str], samples: int, as_json: bool) -> int:
     from pathlib import Path
 
     from .calibrate import compare_with_simulation
@@ -407,12 +412,14 @@ def _simulate_runs(paths: list[str], as_json: bool) -> int:
         print(f"ppbench simulate: skipped {line}", file=sys.stderr)
     if not runs:
         return _error("no readable result files in " + ", ".join(paths))
-    rows = [compare_with_simulation(run) for run in sorted(runs, key=lambda r: (r.config["schedule"], r.config["pp"],
+    rows = [compare_with_simulation(run, samples) for run in sorted(runs, key=lambda r: (r.config["schedule"], r.config["pp"],
                                                                                 r.config["microbatches"]))]
     if as_json:
         print(json.dumps(rows))
         return 0
-    print("measured vs simulated with the run's own median costs (ms: F, B, W, message latency, overhead per action)")
+    how = (f"median of {samples} simulations drawing every action's costs from the run's measured ones" if samples
+           else "one simulation with the run's mean costs")
+    print(f"measured vs simulated ({how}); mean costs in ms: F, B, W, message latency, overhead per action")
     print(f"{'schedule':<12}{'p':>3}{'m':>4} {'transport':<12}{'F':>6}{'B':>6}{'W':>6}{'comm':>6}{'ovh':>6}"
           f"{'step meas':>10}{'step sim':>10}{'bubble meas':>12}{'bubble sim':>11}{'diff':>7}{'ovl meas':>9}{'ovl sim':>8}")
     for row in rows:
