@@ -3,7 +3,7 @@ the model: ``ppbench simulate --from-run FILE``.
 
 Costs (means over every step and rank of the run: the sum along the critical path is what counts):
 
-- F, B, W: durations of those compute events.
+- F, B, W: durations of those compute events, per stage (rank and chunk).
 - overhead: the gap between one compute action's end and the next one's start on the same rank
   when no WAIT lies between them and no transfer completed in it (the executor's own work:
   posting, bookkeeping, tracing; a completion inside the gap may include MPI copying data).
@@ -18,19 +18,18 @@ import numpy as np
 import pandas as pd
 
 from .array_simulator import array_metrics, simulate_arrays
+from .config import RunConfig
 from .metrics import TRANSFER, transfer_intervals
 from .results import Run
 from .schedule_arrays import schedule_arrays
 from .simulator import Costs
 
-__all__ = ["measured_samples", "measured_costs", "compare_with_simulation", "resolved_transport"]
+__all__ = ["measured_samples", "measured_costs", "simulate_run", "compare_with_simulation", "resolved_transport"]
 
 
 def resolved_transport(config: dict) -> str:
     """The transport a run used ('auto': blocking for naive, non-blocking otherwise)."""
-    if config["transport"] != "auto":
-        return config["transport"]
-    return "blocking" if config["schedule"] == "naive" else "nonblocking"
+    return RunConfig(schedule=config["schedule"], transport=config["transport"]).resolved_transport
 
 
 def measured_samples(events: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -78,10 +77,12 @@ def _latencies(events: pd.DataFrame) -> np.ndarray:
     return (finish - begin)[chosen]
 
 
-def compare_with_simulation(run: Run, samples: int = 0, seed: int = 0) -> dict:
-    """Measured medians of a run beside the simulation of its schedule with its measured costs:
-    the mean costs (``samples=0``), or the median over ``samples`` simulations whose every
-    action's time, overhead and message latency is drawn from those measured in the run."""
+def simulate_run(run: Run, samples: int = 0, seed: int = 0) -> tuple[dict, Costs]:
+    """(step time, bubble mean and overlap; mean costs) of the run's schedule simulated with the
+    costs measured in it: each stage's mean F, B and W (stages may differ: a model's first and
+    last stages do more), the mean overhead and message latency (``samples=0``); or the median
+    over ``samples`` simulations whose every action's time, overhead and latency is drawn from
+    those measured in the run (the same stage's, for F, B and W)."""
     cfg = run.config
     events = run.events[run.events["rank"] < cfg["pp"]]                  # replica 0
     observed = measured_samples(events)
@@ -89,30 +90,49 @@ def compare_with_simulation(run: Run, samples: int = 0, seed: int = 0) -> dict:
     mode = resolved_transport(cfg)
     arrays = schedule_arrays(cfg["schedule"], cfg["pp"], cfg["microbatches"], cfg.get("chunks", 1))
     keys = ("step_time", "bubble_mean", "overlap")
-    if samples:
-        rng = np.random.default_rng(seed)
-        draws = []
-        for _ in range(samples):
-            dur = np.zeros(arrays.op.size)
-            for code, op in enumerate(("F", "B", "W")):
-                sel = arrays.op == code
-                if sel.any():
-                    dur[sel] = rng.choice(observed[op], sel.sum())
-            overhead, comm = (rng.choice(observed[k], arrays.op.size) if observed[k].size else np.zeros(arrays.op.size)
-                              for k in ("overhead", "comm"))
-            draws.append(array_metrics(simulate_arrays(arrays, costs, mode, durations=(dur, overhead, comm))))
-        simulated = {k: float(np.nanmedian([d[k] for d in draws])) if any(np.isfinite(d[k]) for d in draws)
-                     else float("nan") for k in keys}
-    else:
-        simulated = array_metrics(simulate_arrays(arrays, costs, mode))
+    compute = events[events["op"].isin(("F", "B", "W"))]
+    by_stage = _durations_by_action(compute, cfg["pp"], cfg.get("chunks", 1))
+    key = (arrays.rank.astype(np.int64) * arrays.v + arrays.chunk) * 3 + arrays.op
+    n = arrays.op.size
+    if not samples:
+        mean = np.zeros(key.max() + 1)
+        for k in np.unique(key):
+            mean[k] = np.mean(by_stage.get(int(k), observed["FBW"[k % 3]]))
+        dur = mean[key]
+        metrics = array_metrics(simulate_arrays(arrays, costs, mode, durations=(
+            dur, np.full(n, costs.overhead), np.full(n, costs.comm))))
+        return {k: metrics[k] for k in keys}, costs
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(samples):
+        dur = np.zeros(n)
+        for k in np.unique(key):
+            sel = key == k
+            dur[sel] = rng.choice(by_stage.get(int(k), observed["FBW"[k % 3]]), sel.sum())
+        overhead, comm = (rng.choice(observed[k], n) if observed[k].size else np.zeros(n) for k in ("overhead", "comm"))
+        draws.append(array_metrics(simulate_arrays(arrays, costs, mode, durations=(dur, overhead, comm))))
+    return {k: float(np.nanmedian([d[k] for d in draws])) if any(np.isfinite(d[k]) for d in draws) else float("nan")
+            for k in keys}, costs
+
+
+def _durations_by_action(compute: pd.DataFrame, p: int, v: int) -> dict[int, np.ndarray]:
+    """Observed durations of each (rank, chunk, op), keyed like the simulation's actions."""
+    code = compute["op"].map({"F": 0, "B": 1, "W": 2}).to_numpy()
+    key = (compute["rank"].to_numpy() * v + compute["chunk"].to_numpy()) * 3 + code
+    dur = (compute["end"] - compute["start"]).to_numpy()
+    return {int(k): dur[key == k] for k in np.unique(key)}
+
+
+def compare_with_simulation(run: Run, samples: int = 0, seed: int = 0) -> dict:
+    """Measured medians of a run beside :func:`simulate_run`'s simulation of it."""
+    cfg = run.config
+    simulated, costs = simulate_run(run, samples, seed)
     summary = run.meta["summary"]
     measured = {"step_time": summary["step_time_median"], "bubble_mean": summary["bubble_mean_median"],
                 "overlap": summary["overlap_median"]}
     return {"run": str(run.path.name), "schedule": cfg["schedule"], "pp": cfg["pp"], "microbatches": cfg["microbatches"],
-            "transport": mode, "workload": cfg["workload"], "message_bytes": cfg.get("message_bytes"),
+            "transport": resolved_transport(cfg), "workload": cfg["workload"], "message_bytes": cfg.get("message_bytes"),
             "costs": {"fwd": costs.fwd, "bwd": costs.bwd, "wgrad": costs.wgrad, "comm": costs.comm,
                       "overhead": costs.overhead},
-            "samples": samples,
-            "measured": measured,
-            "simulated": {k: simulated[k] for k in keys},
+            "samples": samples, "measured": measured, "simulated": simulated,
             "bubble_difference": measured["bubble_mean"] - simulated["bubble_mean"]}

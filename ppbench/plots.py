@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from . import theory  # noqa: E402
+from .calibrate import measured_costs, resolved_transport  # noqa: E402
 from .metrics import COMPUTE, TRANSFER  # noqa: E402
 from .results import Run  # noqa: E402
 from .schedules import build_schedule  # noqa: E402
@@ -23,8 +24,8 @@ __all__ = ["draw_all", "CAPTIONS"]
 
 COLOURS = {"F": "#4c72b0", "B": "#55a868", "W": "#8172b2", "WAIT": "#dddddd"}
 CAPTIONS = {
-    "timeline": "One step per rank, measured (top; times on rank 0's clock) and simulated with the measured median F/B "
-                "durations (bottom). F blue, B green, W purple; grey = blocked waiting for a transfer; thin lines = "
+    "timeline": "One step per rank, measured (top; times on rank 0's clock) and simulated with the mean F, B, W, "
+                "message latency and per-action overhead measured in the run (bottom). F blue, B green, W purple; grey = blocked waiting for a transfer; thin lines = "
                 "transfers in flight (post to observed completion); white = idle.",
     "bubble": "Bubble fraction (share of step time idle, mean over ranks) against microbatches m, per schedule; "
               "points measured, dashed lines the theory (p-1)/(m+p-1) (naive: (p-1)/p) for the same p.",
@@ -73,17 +74,14 @@ def timeline(run: Run, path: Path) -> Path:
     events = events[events["rank"] < cfg["pp"]]                      # replica 0 only
     origin = events["start"].min()
     measured = events.assign(start=(events["start"] - origin) * 1e3, end=(events["end"] - origin) * 1e3)
-    dur = (events["end"] - events["start"]) * 1e3
-    f = float(dur[events["op"] == "F"].median() or 1.0)
-    b = float(dur[events["op"] == "B"].median() or 2.0)
-    transport = "blocking" if cfg["transport"] == "blocking" or (cfg["transport"] == "auto" and cfg["schedule"] == "naive") \
-        else "nonblocking"
+    ms = measured_costs(events)
+    costs = Costs(*(1e3 * x for x in (ms.fwd, ms.bwd, ms.wgrad, ms.comm, ms.overhead)))
     v = cfg.get("chunks", 1)
-    w = float(dur[events["op"] == "W"].median()) if (events["op"] == "W").any() else 0.0
     sim = simulated_events(simulate(build_schedule(cfg["schedule"], cfg["pp"], cfg["microbatches"], v),
-                                    Costs(f, b, w), transport, v=v), cfg["pp"], cfg["microbatches"], v)
+                                    costs, resolved_transport(cfg), v=v), cfg["pp"], cfg["microbatches"], v)
     fig, axes = plt.subplots(2, 1, figsize=(11, 1.2 + 0.9 * cfg["pp"]), sharex=True)
-    for ax, ev, title in ((axes[0], measured, "measured"), (axes[1], sim, f"simulated (F={f:.2f} ms, B={b:.2f} ms)")):
+    for ax, ev, title in ((axes[0], measured, "measured"), (axes[1], sim, f"simulated with the run's mean costs (F={costs.fwd:.2f}, "
+                                             f"B={costs.bwd:.2f}, message {costs.comm:.2f}, overhead {costs.overhead:.2f} ms)")):
         _draw_lanes(ax, ev, cfg["pp"])
         ax.set_title(f"{cfg['schedule']} p={cfg['pp']} m={cfg['microbatches']} {cfg['workload']}: {title}",
                      fontsize=10, loc="left")

@@ -1,7 +1,9 @@
 """``ppbench report DIR``: result files -> a tidy table, a terminal summary, and a report page.
 
 Repeats of one configuration (same config key: several steps, several runs) are aggregated
-to the median, with min and max of the step time.
+to the median, with min and max of the step time. Beside the measured bubble: ``theory`` (uniform
+stages, free communication) and ``sim`` (the schedule simulated with the F, B, W, message
+latency and per-action overhead measured in the same run; see ``ppbench.calibrate``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import theory
+from .calibrate import resolved_transport, simulate_run
 from .results import Run, load_runs
 
 __all__ = ["tidy_table", "format_summary", "write_report", "compare", "run_report", "environments"]
@@ -21,19 +24,27 @@ _CONFIG_COLS = ["schedule", "transport", "pp", "dp", "microbatches", "chunks", "
 _DEFAULTS = {"chunks": 1, "impl": "ppbench"}     # keys that older result files may lack
 
 
+def _simulated_bubble(run: Run) -> float:
+    """Bubble of the run's schedule simulated with the costs measured in the run (NaN for
+    --impl torch, whose order of actions is PyTorch's)."""
+    if run.config.get("impl", "ppbench") != "ppbench":
+        return float("nan")
+    return simulate_run(run)[0]["bubble_mean"]
+
+
 def _steps_frame(runs: list[Run]) -> pd.DataFrame:
     rows = []
     for run in runs:
         cfg, env, summary = run.config, run.meta["environment"], run.meta["summary"]
-        transport = cfg["transport"] if cfg["transport"] != "auto" else (
-            "blocking" if cfg["schedule"] == "naive" else "nonblocking")
+        simulated = _simulated_bubble(run)
+        transport = resolved_transport(cfg)
         for step in run.meta["steps"]:
             rows.append({
                 "config_key": run.meta["config_key"], **{c: cfg.get(c, _DEFAULTS.get(c)) for c in _CONFIG_COLS},
                 "transport": transport,
                 "world_size": cfg["pp"] * cfg["dp"], "run_id": run.meta["run_id"],
                 "step_time": step["step_time"], "throughput": step["throughput"], "bubble": step["bubble_mean"],
-                "bubble_max": step["bubble_max"], "utilization": step["utilization"], "overlap": step["overlap"],
+                "bubble_max": step["bubble_max"], "bubble_simulated": simulated, "utilization": step["utilization"], "overlap": step["overlap"],
                 "exposed_comm": step["exposed_comm"],
                 "peak_in_flight": max(summary["peak_in_flight"]), "peak_saved_bytes": max(summary["peak_saved_bytes"]),
                 "host": env["host"], "cores": env["cores"], "device": env["device"], "mpi": env["mpi_library"],
@@ -53,12 +64,13 @@ def tidy_table(runs: list[Run]) -> pd.DataFrame:
         runs=("run_id", "nunique"), steps=("step_time", "size"),
         step_time_ms=("step_time", lambda s: 1e3 * s.median()), step_time_ms_min=("step_time", lambda s: 1e3 * s.min()),
         step_time_ms_max=("step_time", lambda s: 1e3 * s.max()), throughput=("throughput", "median"),
-        bubble=("bubble", "median"), bubble_max=("bubble_max", "median"), utilization=("utilization", "median"),
+        bubble=("bubble", "median"), bubble_max=("bubble_max", "median"),
+        bubble_simulated=("bubble_simulated", "median"), utilization=("utilization", "median"),
         overlap=("overlap", "median"), exposed_comm_ms=("exposed_comm", lambda s: 1e3 * s.median()),
         peak_in_flight=("peak_in_flight", "max"), peak_act_kib=("peak_saved_bytes", lambda s: s.max() / 1024),
     ).reset_index()
     rows = list(zip(table["schedule"], table["pp"], table["microbatches"], table["chunks"]))
-    table.insert(table.columns.get_loc("bubble_max") + 1, "bubble_theory",
+    table.insert(table.columns.get_loc("bubble_simulated"), "bubble_theory",
                  [theory.bubble_fraction(s, p, m, v) for s, p, m, v in rows])
     table["peak_in_flight_theory"] = [theory.peak_in_flight(s, p, m, 0, v) for s, p, m, v in rows]
     order = ["workload", "model", "size", "schedule", "transport", "world_size", "pp", "dp", "microbatches"]
@@ -76,7 +88,8 @@ def compare(table: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
 
 _SHOW = {"schedule": "schedule", "transport": "transport", "world_size": "ranks", "pp": "p", "dp": "d",
          "microbatches": "m", "work": "workload", "step_time_ms": "step ms", "throughput": "samples/s",
-         "bubble": "bubble", "bubble_theory": "theory", "utilization": "util", "overlap": "overlap",
+         "bubble": "bubble", "bubble_theory": "theory",
+         "bubble_simulated": "sim", "utilization": "util", "overlap": "overlap",
          "peak_in_flight": "in-flight", "peak_act_kib": "act KiB", "runs": "runs"}
 
 

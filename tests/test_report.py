@@ -73,6 +73,7 @@ def test_summary_numbers_are_medians_of_the_files(results):
     assert row["step_time_ms"] == pytest.approx(1e3 * 1.2)                 # median of 1.0 1.2 1.1 2.0 3.0
     assert row["step_time_ms_min"] == pytest.approx(1e3) and row["step_time_ms_max"] == pytest.approx(3e3)
     assert row["bubble_theory"] == pytest.approx(1 / 5)
+    assert table["bubble_simulated"].between(0, 1).all()       # exactness: tests/test_calibrate.py
     assert set(table["schedule"]) == {"1f1b"}
 
 
