@@ -64,6 +64,8 @@ def test_synthetic_run_records_every_action(tmp_path, schedule, transport):
         assert math.isnan(summary["overlap_median"])
     elif transport == "blocking":
         assert summary["overlap_median"] == 0.0
+    elif schedule == "naive":           # one microbatch in the pipeline: both ends of every message idle
+        assert summary["overlap_median"] < 0.1
     else:
         assert summary["overlap_median"] > 0.0
 
