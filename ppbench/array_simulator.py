@@ -24,7 +24,7 @@ from functools import lru_cache
 import numpy as np
 
 from .actions import COMPUTE_OPS
-from .schedule_arrays import OP_B, OP_F, ScheduleArrays
+from .schedule_arrays import OP_F, OP_W, ScheduleArrays
 from .simulator import Costs, DeadlockError
 
 __all__ = ["ArraySimulation", "simulate_arrays", "array_metrics"]
@@ -46,35 +46,46 @@ class ArraySimulation:
         return float(self.end.max()) if self.end.size else 0.0
 
 
-def _links(s: ScheduleArrays) -> tuple[np.ndarray, np.ndarray]:
-    """(producer, consumer) of every action: the action on the neighbouring virtual stage whose
-    output it receives, and the one that receives its output (-1: none)."""
-    p, m, v = s.p, s.m, s.v
-    rank = s.rank.astype(np.int64)
-    op, mb, chunk = s.op.astype(np.int64), s.mb.astype(np.int64), s.chunk.astype(np.int64)
-    n = op.size
-    table = np.full(p * 3 * v * m, -1, dtype=np.int64)     # (rank, op, chunk, mb) -> action index
-    slot = ((rank * 3 + op) * v + chunk) * m + mb
-    table[slot] = np.arange(n)
-    if np.count_nonzero(table >= 0) != n:
-        raise ValueError("a (rank, op, chunk, microbatch) appears twice in the schedule")
-    stage = chunk * p + rank
+def _link(offsets, op, mb, chunk, p, v, m, producer, consumer, table):
+    """Fill producer[i] / consumer[i]: the action on the neighbouring virtual stage whose output
+    action i receives, and the one that receives its output (-1: none). Returns 0, or 1 if a
+    (rank, op, chunk, microbatch) appears twice, 2 if an action's peer is missing."""
+    for r in range(p):
+        for i in range(offsets[r], offsets[r + 1]):
+            slot = ((r * 3 + op[i]) * v + chunk[i]) * m + mb[i]
+            if table[slot] >= 0:
+                return 1
+            table[slot] = i
     last = p * v - 1
+    for r in range(p):
+        for i in range(offsets[r], offsets[r + 1]):
+            if op[i] == OP_W:
+                continue
+            stage = chunk[i] * p + r
+            up, down = (stage - 1, stage + 1) if op[i] == OP_F else (stage + 1, stage - 1)
+            if 0 <= up <= last:
+                producer[i] = table[(((up % p) * 3 + op[i]) * v + up // p) * m + mb[i]]
+                if producer[i] < 0:
+                    return 2
+            if 0 <= down <= last:
+                consumer[i] = table[(((down % p) * 3 + op[i]) * v + down // p) * m + mb[i]]
+                if consumer[i] < 0:
+                    return 2
+    return 0
 
-    def at(stage_of: np.ndarray, ops: np.ndarray, sel: np.ndarray) -> np.ndarray:
-        st = stage_of[sel]
-        found = table[(((st % p) * 3 + ops[sel]) * v + st // p) * m + mb[sel]]
-        if (found < 0).any():
-            raise ValueError("an action's peer on the neighbouring stage is missing from the schedule")
-        return found
 
-    producer = np.full(n, -1, dtype=np.int64)
-    consumer = np.full(n, -1, dtype=np.int64)
-    up = ((op == OP_F) & (stage > 0)) | ((op == OP_B) & (stage < last))        # receives something
-    down = ((op == OP_F) & (stage < last)) | ((op == OP_B) & (stage > 0))      # sends something
-    step = np.where(op == OP_F, 1, -1)
-    producer[up] = at(stage - step, op, up)
-    consumer[down] = at(stage + step, op, down)
+def _links(s: ScheduleArrays, compiled: bool) -> tuple[np.ndarray, np.ndarray]:
+    n = s.op.size
+    producer, consumer = np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
+    table = np.full(s.p * 3 * s.v * s.m, -1, dtype=np.int64)
+    if compiled:
+        code = _compiled(_link)(s.offsets, s.op, s.mb, s.chunk, s.p, s.v, s.m, producer, consumer, table)
+    else:       # plain Python: widen first, or int8 arithmetic on NumPy scalars would overflow
+        code = _link(s.offsets, *(a.astype(np.int64) for a in (s.op, s.mb, s.chunk)), s.p, s.v, s.m, producer,
+                     consumer, table)
+    if code:
+        raise ValueError("a (rank, op, chunk, microbatch) appears twice in the schedule" if code == 1
+                         else "an action's peer on the neighbouring stage is missing from the schedule")
     return producer, consumer
 
 
@@ -139,11 +150,12 @@ def _run(offsets, dur, producer, consumer, p, overhead, comm, blocking, start, e
     return unfinished
 
 
-@lru_cache(maxsize=1)
-def _compiled_run():
+@lru_cache(maxsize=None)
+def _compiled(kernel):
+    """``kernel`` compiled by numba (cached on disk, so later processes only load it)."""
     import numba
 
-    return numba.njit(cache=True)(_run)
+    return numba.njit(cache=True)(kernel)
 
 
 def simulate_arrays(s: ScheduleArrays, costs: Costs = Costs(), mode: str = "blocking",
@@ -156,8 +168,8 @@ def simulate_arrays(s: ScheduleArrays, costs: Costs = Costs(), mode: str = "bloc
     more than ``compile_above`` actions run compiled."""
     if mode not in ("blocking", "nonblocking"):
         raise ValueError(f"mode must be 'blocking' or 'nonblocking', got {mode!r}")
-    producer, consumer = _links(s)
     n = s.op.size
+    producer, consumer = _links(s, compiled=n > compile_above)
     if durations is None:
         dur = np.choose(s.op.astype(np.int64), [costs.fwd, costs.bwd, costs.wgrad]).astype(np.float64)
         overhead, comm = np.full(n, float(costs.overhead)), np.full(n, float(costs.comm))
@@ -165,7 +177,7 @@ def simulate_arrays(s: ScheduleArrays, costs: Costs = Costs(), mode: str = "bloc
         dur, overhead, comm = (np.ascontiguousarray(a, dtype=np.float64) for a in durations)
     start, end = np.zeros(n), np.zeros(n)
     recv_post, arrival = np.full(n, np.nan), np.full(n, np.nan)
-    run = _compiled_run() if n > compile_above else _run
+    run = _compiled(_run) if n > compile_above else _run
     stuck = run(s.offsets, dur, producer, consumer, s.p, overhead, comm, mode == "blocking", start, end, recv_post,
                 arrival)
     if stuck:
@@ -214,17 +226,10 @@ def _covered(offsets, rank_of, start, end, producer, recv_post, arrival, out):
             k += 1
 
 
-@lru_cache(maxsize=1)
-def _compiled_covered():
-    import numba
-
-    return numba.njit(cache=True)(_covered)
-
-
 def _overlap(sim: ArraySimulation, compiled: bool) -> float:
     """Share of transfer-interval time during which the same rank computed (the definition of
     :func:`ppbench.metrics.overlap`, on simulated messages)."""
     out = np.zeros(2)
-    (_compiled_covered() if compiled else _covered)(sim.schedule.offsets, sim.schedule.rank, sim.start, sim.end, sim.producer,
+    (_compiled(_covered) if compiled else _covered)(sim.schedule.offsets, sim.schedule.rank, sim.start, sim.end, sim.producer,
                                                     sim.recv_post, sim.arrival, out)
     return float(out[1] / out[0]) if out[0] > 0 else float("nan")

@@ -11,7 +11,7 @@ from typing import Callable
 
 from .config import DTYPES, OPTIMIZERS, TRANSPORTS, ConfigError, RunConfig
 from .launch import in_mpi_job, run_mpi
-from .models import PRESETS
+from .model_configs import PRESETS
 from .schedules import CHUNKED, NEEDS_NONBLOCKING, SCHEDULES, add_communication, compute_order, schedule_problem
 
 __all__ = ["main"]

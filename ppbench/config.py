@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-import torch
-
-from .models import PRESETS, model_config
+from .model_configs import PRESETS, model_config
 from .schedules import NEEDS_NONBLOCKING, SCHEDULES, schedule_problem
 
 __all__ = ["RunConfig", "ConfigError", "InjectedFault", "DTYPES", "OPTIMIZERS", "TRANSPORTS", "WORKLOADS"]
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = ("float32", "float64")   # names of torch dtypes (torch is imported only when a run needs it)
 OPTIMIZERS = ("sgd", "adam")
 TRANSPORTS = ("auto", "blocking", "nonblocking")
 WORKLOADS = ("model", "synthetic")
@@ -74,8 +72,10 @@ class RunConfig:
         return int(rank), action, (kind[0] if kind else "raise")
 
     @property
-    def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype]
+    def torch_dtype(self):
+        import torch
+
+        return getattr(torch, self.dtype)
 
     @property
     def resolved_transport(self) -> str:
@@ -108,7 +108,7 @@ class RunConfig:
         _choice("impl", self.impl, ["ppbench", "torch"])
         if self.impl == "torch":
             self._validate_torch_impl()
-        if self.device == "cuda" and not torch.cuda.is_available():
+        if self.device == "cuda" and not _cuda_available():
             raise ConfigError("device", "'cuda' requested but torch sees no CUDA device; allowed here: auto, cpu")
         if not 0 <= self.step_timeout < 86400:
             raise ConfigError("step_timeout", f"must be between 0 (no limit) and 86400 seconds, got {self.step_timeout}")
@@ -189,3 +189,9 @@ def _fault(name: str, value: str, world: int) -> None:
     if not ok:
         raise ConfigError(name, f"{value!r} is not RANK:ACTION[:KIND] with 0 <= RANK < {world}, ACTION like F0, B2, "
                           f"SEND_F1, RECV_B3 and KIND one of {', '.join(FAULT_KINDS)}")
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -5,60 +5,15 @@ no weight lives on two stages)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .model_configs import PRESETS, GPTConfig, MLPConfig, model_config
+
 __all__ = ["MLPConfig", "GPTConfig", "PRESETS", "model_config", "build_layers", "make_batch", "loss_fn",
            "activation_shape"]
-
-
-@dataclass(frozen=True)
-class MLPConfig:
-    n_layers: int = 8    # Linear layers; tanh after every one but the last
-    width: int = 16      # features in, hidden and out
-
-    family = "mlp"
-
-    @property
-    def num_layers(self) -> int:
-        return self.n_layers
-
-
-@dataclass(frozen=True)
-class GPTConfig:
-    vocab_size: int = 64   # tokens
-    block_size: int = 16   # context length T
-    n_layer: int = 2       # transformer blocks
-    n_head: int = 2        # attention heads; n_embd % n_head == 0
-    n_embd: int = 32       # channels C
-
-    family = "gpt"
-
-    @property
-    def num_layers(self) -> int:
-        return self.n_layer + 2  # embedding, blocks, head
-
-
-#: (family, size) -> configuration. "tiny" keeps the test suite fast on 2 cores.
-PRESETS: dict[str, dict[str, MLPConfig | GPTConfig]] = {
-    "mlp": {
-        "tiny": MLPConfig(n_layers=8, width=16),
-        "small": MLPConfig(n_layers=8, width=256),
-        "medium": MLPConfig(n_layers=16, width=1024),
-    },
-    "gpt": {
-        "tiny": GPTConfig(vocab_size=64, block_size=16, n_layer=4, n_head=2, n_embd=32),
-        "small": GPTConfig(vocab_size=256, block_size=64, n_layer=6, n_head=4, n_embd=128),
-        "medium": GPTConfig(vocab_size=1024, block_size=128, n_layer=8, n_head=8, n_embd=256),
-    },
-}
-
-
-def model_config(family: str, size: str) -> MLPConfig | GPTConfig:
-    return PRESETS[family][size]
 
 
 class MLPLayer(nn.Module):
