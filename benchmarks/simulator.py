@@ -10,6 +10,18 @@ QUICK = os.environ.get("PPBENCH_BENCH_QUICK", "") not in ("", "0")
 P, M = (128, 512) if QUICK else (1024, 4096)
 
 
+def _simulate(schedule, p, m, compile_above=20_000):
+    from ppbench.array_simulator import array_metrics, simulate_arrays
+    from ppbench.cli import unit_costs
+    from ppbench.schedule_arrays import schedule_arrays
+
+    v = 2 if schedule == "interleaved" else 1
+    mode = "blocking" if schedule == "naive" else "nonblocking"        # as `ppbench run`'s transport auto
+    sim = simulate_arrays(schedule_arrays(schedule, p, m, v), unit_costs(schedule, 1.0, 2.0, comm=0.1), mode,
+                          compile_above=compile_above)
+    return array_metrics(sim, compile_above=compile_above)
+
+
 class Simulate:
     params = [["naive", "gpipe", "1f1b", "interleaved", "zb-h1"]]
     param_names = ["schedule"]
@@ -18,17 +30,7 @@ class Simulate:
     timeout = 300
 
     def setup(self, schedule):
-        from ppbench.array_simulator import array_metrics, simulate_arrays   # compile (or load) the kernels once
-        from ppbench.schedule_arrays import schedule_arrays
-
-        small = simulate_arrays(schedule_arrays(schedule, 4, 8, 2 if schedule == "interleaved" else 1), compile_above=0)
-        array_metrics(small, compile_above=0)
+        _simulate(schedule, 4, 8, compile_above=0)        # compile the kernels, or load them from numba's cache
 
     def time_simulate(self, schedule):
-        from ppbench.array_simulator import array_metrics, simulate_arrays
-        from ppbench.cli import unit_costs
-        from ppbench.schedule_arrays import schedule_arrays
-
-        v = 2 if schedule == "interleaved" else 1
-        mode = "blocking" if schedule == "naive" else "nonblocking"
-        array_metrics(simulate_arrays(schedule_arrays(schedule, P, M, v), unit_costs(schedule, 1.0, 2.0, comm=0.1), mode))
+        _simulate(schedule, P, M)
