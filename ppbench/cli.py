@@ -295,7 +295,8 @@ def run_text(cfg: RunConfig, s: dict) -> str:
         f"  throughput  {s['throughput_median']:.1f} samples/s (iteration {s['iteration_time_median'] * 1e3:.3f} ms "
         f"incl. allreduce {s['allreduce_time_median'] * 1e3:.3f} ms, optimizer {s['optimizer_time_median'] * 1e3:.3f} ms)",
         f"  bubble      mean {s['bubble_mean_median']:.3f}  max {s['bubble_max_median']:.3f}  "
-        f"(theory {s['bubble_theory']:.3f})   utilization {s['utilization_median']:.3f}",
+        f"(theory {s['bubble_theory']:.3f}, simulated with this run's costs {s['bubble_simulated']:.3f})   "
+        f"utilization {s['utilization_median']:.3f}",
         f"  overlap     {s['overlap_median']:.3f}   exposed communication {s['exposed_comm_median'] * 1e3:.3f} ms/rank",
         f"  in flight   {s['peak_in_flight']} (theory {s['peak_in_flight_theory']})   "
         f"saved activations {[round(b / 1024, 1) for b in s['peak_saved_bytes']]} KiB per stage",

@@ -60,6 +60,7 @@ def test_synthetic_run_records_every_action(tmp_path, schedule, transport):
     assert summary["peak_in_flight"] == summary["peak_in_flight_theory"]
     assert summary["bubble_theory"] == theory.bubble_fraction(schedule, cfg.pp, cfg.microbatches, cfg.chunks)
     assert 0 <= summary["bubble_mean_median"] <= 1
+    assert 0 <= summary["bubble_simulated"] <= 1          # the schedule re-simulated with this run's costs
     if cfg.pp == 1:
         assert math.isnan(summary["overlap_median"])
     elif transport == "blocking":
