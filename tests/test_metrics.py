@@ -52,6 +52,32 @@ def test_overlap_counts_compute_inside_transfer_intervals():
     assert step_metrics(ev, start=0.0)["overlap"] == pytest.approx(3 / 5)
 
 
+def test_transfer_interval_starts_when_both_ends_have_posted():
+    # rank 1 pre-posts its receive at 0 and computes F0 [0, 2.5]; rank 0 computes [0, 2], posts
+    # the send at 2 and computes again [2, 4]; the message completes at 3 on both ends. Before 2
+    # nothing can move: transfer time is [2, 3] on each end. Receiver computed 0.5 of it, sender 1.
+    ev = frame([
+        (0, "F", 0, 0, 0.0, 2.0, -1, -1, 0),
+        (0, "SEND_F", 0, 0, 2.0, 3.0, 1, 7, 8),
+        (0, "F", 1, 0, 2.0, 4.0, -1, -1, 0),
+        (1, "RECV_F", 0, 0, 0.0, 3.0, 0, 7, 8),
+        (1, "F", 9, 0, 0.0, 2.5, -1, -1, 0),
+    ])
+    assert step_metrics(ev, start=0.0)["overlap"] == pytest.approx((0.5 + 1.0) / 2)
+
+
+def test_a_send_completed_before_its_receive_was_posted_has_no_transfer_time():
+    # eager protocol: the send completes at 1.5 (buffered); the receive is posted at 2 and
+    # completes at 2.2 while rank 1 idles: all transfer time is the receiver's 0.2, not overlapped
+    ev = frame([
+        (0, "SEND_F", 0, 0, 1.0, 1.5, 1, 3, 8),
+        (0, "F", 1, 0, 1.0, 4.0, -1, -1, 0),
+        (1, "RECV_F", 0, 0, 2.0, 2.2, 0, 3, 8),
+        (1, "F", 0, 0, 2.2, 3.0, -1, -1, 0),
+    ])
+    assert step_metrics(ev, start=0.0)["overlap"] == 0.0
+
+
 def test_no_transfers_means_no_overlap_value():
     ev = frame([(0, "F", 0, 0, 0.0, 1.0, -1, -1, 0), (0, "B", 0, 0, 1.0, 3.0, -1, -1, 0)])
     m = step_metrics(ev)

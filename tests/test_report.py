@@ -1,5 +1,6 @@
 """``ppbench report``: pictures, tables and the numbers in them, from fixtures and a real run."""
 
+import json
 import os
 import subprocess
 import sys
@@ -112,6 +113,15 @@ def test_report_of_a_real_run(tmp_path):
     assert proc.stdout.startswith("| schedule |") and "| 1f1b |" in proc.stdout
     assert (tmp_path / "report" / "timeline-1f1b.png").read_bytes().startswith(PNG)
     assert (tmp_path / "report" / "memory.png").read_bytes().startswith(PNG)
+    proc = subprocess.run([sys.executable, "-m", "ppbench", "simulate", "--from-run", str(tmp_path), "--samples", "3",
+                           "--json"], capture_output=True, text=True, timeout=120, env=env, cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert sorted(r["workload"] for r in rows) == ["model", "synthetic"] and all(r["samples"] == 3 for r in rows)
+    for row in rows:
+        assert 0 < row["simulated"]["step_time"] and 0 <= row["simulated"]["bubble_mean"] <= 1
+        assert row["bubble_difference"] == row["measured"]["bubble_mean"] - row["simulated"]["bubble_mean"]
+        assert row["costs"]["fwd"] > 0 and row["costs"]["bwd"] > 0
 
 
 def test_report_rejects_a_missing_directory(tmp_path):
