@@ -94,7 +94,10 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--t-fwd", type=float, default=1.0, help="time of one F (default 1)")
     sim.add_argument("--t-bwd", type=float, default=2.0, help="time of one B (default 2)")
     sim.add_argument("--t-comm", type=float, default=0.0, help="time of one message, from the later of its two "
-                     "posts to completion (default 0)")
+                     "posts to completion, whatever its size (default 0)")
+    sim.add_argument("--t-byte", type=float, default=0.0,
+                     help="time per byte of a message, added to --t-comm (default 0; 1e-10 is 10 GB/s)")
+    sim.add_argument("--message-bytes", type=int, default=0, help="bytes of every message, for --t-byte (default 0)")
     sim.add_argument("--t-wgrad", type=float, default=None,
                      help="time of one W, for split-backward schedules (default: half of --t-bwd)")
     sim.add_argument("--overhead", type=float, default=0.0,
@@ -368,10 +371,12 @@ def _cmd_simulate(ns: argparse.Namespace, argv: list[str]) -> int:
     problem = schedule_problem(ns.schedule, p, m, v)
     if problem:
         return _error(problem)
-    times = (ns.t_fwd, ns.t_bwd, ns.t_comm, ns.t_wgrad or 0.0, ns.overhead)
+    times = (ns.t_fwd, ns.t_bwd, ns.t_comm, ns.t_wgrad or 0.0, ns.overhead, ns.t_byte, ns.message_bytes)
     if min(times) < 0 or (ns.t_wgrad or 0.0) > ns.t_bwd:
-        return _error("--t-fwd, --t-bwd, --t-comm, --t-wgrad and --overhead must be >= 0, and --t-wgrad <= --t-bwd")
-    costs = unit_costs(ns.schedule, ns.t_fwd, ns.t_bwd, ns.t_wgrad, ns.t_comm, ns.overhead)
+        return _error("--t-fwd, --t-bwd, --t-comm, --t-byte, --message-bytes, --t-wgrad and --overhead must be >= 0, "
+                      "and --t-wgrad <= --t-bwd")
+    comm = ns.t_comm + ns.t_byte * ns.message_bytes
+    costs = unit_costs(ns.schedule, ns.t_fwd, ns.t_bwd, ns.t_wgrad, comm, ns.overhead)
     transport = RunConfig(schedule=ns.schedule, transport=ns.transport).resolved_transport
     if transport == "blocking" and ns.schedule in NEEDS_NONBLOCKING:
         return _error(f"{ns.schedule} deadlocks with the blocking transport; use --transport nonblocking or auto")
@@ -384,7 +389,7 @@ def _cmd_simulate(ns: argparse.Namespace, argv: list[str]) -> int:
         print(json.dumps(metrics))
     else:
         print(f"simulated {ns.schedule}: p={p} m={m}" + (f" v={v}" if v > 1 else "") + f" F={costs.fwd:g} "
-              f"B={costs.bwd:g}" + (f" W={costs.wgrad:g}" if costs.wgrad else "") + f" comm={ns.t_comm:g}"
+              f"B={costs.bwd:g}" + (f" W={costs.wgrad:g}" if costs.wgrad else "") + f" comm={comm:g}"
               + (f" overhead={ns.overhead:g}" if ns.overhead else "") + f" ({transport}; {metrics['seconds']:.2f} s)")
         print(f"  step time {metrics['step_time']:g}   bubble mean {metrics['bubble_mean']:.4f} "
               f"max {metrics['bubble_max']:.4f} (theory {metrics['bubble_theory']:.4f})   "

@@ -94,3 +94,28 @@ def test_a_thousand_stages_and_four_thousand_microbatches():
     metrics = array_metrics(simulate_arrays(schedule_arrays("1f1b", p, m), Costs(1, 2), "nonblocking"))
     assert metrics["step_time"] == 3 * (m + p - 1)
     assert metrics["bubble_mean"] == pytest.approx(theory.bubble_fraction("1f1b", p, m), abs=1e-12)
+
+
+def test_simulate_command_prints_metrics_as_json(capsys):
+    from ppbench.cli import main
+
+    assert main(["simulate", "--schedule", "gpipe", "-p", "4", "-m", "8", "--t-comm", "0.1", "--t-byte", "1e-6",
+                 "--message-bytes", "100000", "--json"]) == 0
+    out = __import__("json").loads(capsys.readouterr().out)
+    want = array_metrics(simulate_arrays(schedule_arrays("gpipe", 4, 8), Costs(1, 2, 0, 0.1 + 0.1), "nonblocking"))
+    assert out["step_time"] == pytest.approx(want["step_time"]) and out["bubble_mean"] == pytest.approx(want["bubble_mean"])
+    assert out["bubble_theory"] == pytest.approx(theory.bubble_fraction("gpipe", 4, 8))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--schedule", "1f1b", "-p", "4"], "needs --microbatches"),
+    (["--schedule", "1f1b", "-p", "4", "-m", "4", "--t-comm", "-1"], "must be >= 0"),
+    (["--schedule", "interleaved", "-p", "4", "-m", "6"], "multiple of the stages"),
+    (["--schedule", "zb-h1", "-p", "4", "-m", "4", "--transport", "blocking"], "deadlocks with the blocking"),
+    (["--from-run", "/nonexistent/ppbench-results"], "no readable result files"),
+])
+def test_simulate_command_rejects_bad_input(capsys, args, message):
+    from ppbench.cli import main
+
+    assert main(["simulate", *args]) == 2
+    assert message in capsys.readouterr().err
