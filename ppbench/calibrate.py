@@ -5,11 +5,11 @@ Costs (means over every step and rank of the run: the sum along the critical pat
 
 - F, B, W: durations of those compute events, per stage (rank and chunk).
 - overhead: the gap between one compute action's end and the next one's start on the same rank
-  when no WAIT lies between them and no transfer completed in it (the executor's own work:
-  posting, bookkeeping, tracing; a completion inside the gap may include MPI copying data).
-- comm: message latency, from the later post of a message's two ends to the moment its
-  receiver observed completion, over the receives that the receiver was blocked on (the ones on
-  the critical path; a receive completed during compute is seen late by polling, harmlessly).
+  when no WAIT lies between them (the executor's own work: posting, bookkeeping, tracing; with
+  the blocking transport also MPI copying a message that completes at the first Test).
+- comm: message latency, from the later post of a message's two ends to the moment one end
+  observed completion, over the ends a rank was blocked on (the messages on the critical path;
+  a transfer completed during compute is seen late by polling, harmlessly), else all receives.
 """
 
 from __future__ import annotations
@@ -43,7 +43,11 @@ def measured_samples(events: pd.DataFrame) -> dict[str, np.ndarray]:
 
 def measured_costs(events: pd.DataFrame) -> Costs:
     """Mean costs of one pipeline's events (one replica; any number of steps)."""
-    mean = {k: float(v.mean()) if v.size else 0.0 for k, v in measured_samples(events).items()}
+    return _mean_costs(measured_samples(events))
+
+
+def _mean_costs(samples: dict[str, np.ndarray]) -> Costs:
+    mean = {k: float(v.mean()) if v.size else 0.0 for k, v in samples.items()}
     return Costs(mean["F"], mean["B"], mean["W"], mean["comm"], mean["overhead"])
 
 
@@ -86,12 +90,12 @@ def simulate_run(run: Run, samples: int = 0, seed: int = 0) -> tuple[dict, Costs
     cfg = run.config
     events = run.events[run.events["rank"] < cfg["pp"]]                  # replica 0
     observed = measured_samples(events)
-    costs = measured_costs(events)
+    costs = _mean_costs(observed)
     mode = resolved_transport(cfg)
     arrays = schedule_arrays(cfg["schedule"], cfg["pp"], cfg["microbatches"], cfg.get("chunks", 1))
     keys = ("step_time", "bubble_mean", "overlap")
     compute = events[events["op"].isin(("F", "B", "W"))]
-    by_stage = _durations_by_action(compute, cfg["pp"], cfg.get("chunks", 1))
+    by_stage = _durations_by_action(compute, cfg.get("chunks", 1))
     key = (arrays.rank.astype(np.int64) * arrays.v + arrays.chunk) * 3 + arrays.op
     n = arrays.op.size
     if not samples:
@@ -115,7 +119,7 @@ def simulate_run(run: Run, samples: int = 0, seed: int = 0) -> tuple[dict, Costs
             for k in keys}, costs
 
 
-def _durations_by_action(compute: pd.DataFrame, p: int, v: int) -> dict[int, np.ndarray]:
+def _durations_by_action(compute: pd.DataFrame, v: int) -> dict[int, np.ndarray]:
     """Observed durations of each (rank, chunk, op), keyed like the simulation's actions."""
     code = compute["op"].map({"F": 0, "B": 1, "W": 2}).to_numpy()
     key = (compute["rank"].to_numpy() * v + compute["chunk"].to_numpy()) * 3 + code
