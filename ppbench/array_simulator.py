@@ -19,11 +19,11 @@ talks to) advances. p = 1024, m = 4096 (8.4 million compute actions) takes about
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
 from .actions import COMPUTE_OPS
+from . import jit
 from .schedule_arrays import OP_F, OP_W, ScheduleArrays
 from .simulator import Costs, DeadlockError
 
@@ -79,7 +79,7 @@ def _links(s: ScheduleArrays, compiled: bool) -> tuple[np.ndarray, np.ndarray]:
     producer, consumer = np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
     table = np.full(s.p * 3 * s.v * s.m, -1, dtype=np.int64)
     if compiled:
-        code = _compiled(_link)(s.offsets, s.op, s.mb, s.chunk, s.p, s.v, s.m, producer, consumer, table)
+        code = jit.compiled(_link)(s.offsets, s.op, s.mb, s.chunk, s.p, s.v, s.m, producer, consumer, table)
     else:       # plain Python: widen first, or int8 arithmetic on NumPy scalars would overflow
         code = _link(s.offsets, *(a.astype(np.int64) for a in (s.op, s.mb, s.chunk)), s.p, s.v, s.m, producer,
                      consumer, table)
@@ -150,14 +150,6 @@ def _run(offsets, dur, producer, consumer, p, overhead, comm, blocking, start, e
     return unfinished
 
 
-@lru_cache(maxsize=None)
-def _compiled(kernel):
-    """``kernel`` compiled by numba (cached on disk, so later processes only load it)."""
-    import numba
-
-    return numba.njit(cache=True)(kernel)
-
-
 def simulate_arrays(s: ScheduleArrays, costs: Costs = Costs(), mode: str = "blocking",
                     compile_above: int = 20_000, durations: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
                     ) -> ArraySimulation:
@@ -177,7 +169,7 @@ def simulate_arrays(s: ScheduleArrays, costs: Costs = Costs(), mode: str = "bloc
         dur, overhead, comm = (np.ascontiguousarray(a, dtype=np.float64) for a in durations)
     start, end = np.zeros(n), np.zeros(n)
     recv_post, arrival = np.full(n, np.nan), np.full(n, np.nan)
-    run = _compiled(_run) if n > compile_above else _run
+    run = jit.compiled(_run) if n > compile_above else _run
     stuck = run(s.offsets, dur, producer, consumer, s.p, overhead, comm, mode == "blocking", start, end, recv_post,
                 arrival)
     if stuck:
@@ -230,6 +222,6 @@ def _overlap(sim: ArraySimulation, compiled: bool) -> float:
     """Share of transfer-interval time during which the same rank computed (the definition of
     :func:`ppbench.metrics.overlap`, on simulated messages)."""
     out = np.zeros(2)
-    (_compiled(_covered) if compiled else _covered)(sim.schedule.offsets, sim.schedule.rank, sim.start, sim.end, sim.producer,
+    (jit.compiled(_covered) if compiled else _covered)(sim.schedule.offsets, sim.schedule.rank, sim.start, sim.end, sim.producer,
                                                     sim.recv_post, sim.arrival, out)
     return float(out[1] / out[0]) if out[0] > 0 else float("nan")

@@ -24,7 +24,7 @@ from .results import Run
 from .schedule_arrays import schedule_arrays
 from .simulator import Costs
 
-__all__ = ["measured_samples", "measured_costs", "simulate_run", "compare_with_simulation", "resolved_transport"]
+__all__ = ["measured_samples", "measured_costs", "simulate_run", "simulated_bubble", "compare_with_simulation", "resolved_transport"]
 
 
 def resolved_transport(config: dict) -> str:
@@ -125,6 +125,14 @@ def _durations_by_action(compute: pd.DataFrame, v: int) -> dict[int, np.ndarray]
     key = (compute["rank"].to_numpy() * v + compute["chunk"].to_numpy()) * 3 + code
     dur = (compute["end"] - compute["start"]).to_numpy()
     return {int(k): dur[key == k] for k in np.unique(key)}
+
+
+def simulated_bubble(run: Run) -> float:
+    """Mean bubble of the run's schedule simulated with its mean costs (NaN for --impl torch,
+    whose order of actions is PyTorch's)."""
+    if run.config.get("impl", "ppbench") != "ppbench":
+        return float("nan")
+    return simulate_run(run)[0]["bubble_mean"]
 
 
 def compare_with_simulation(run: Run, samples: int = 0, seed: int = 0) -> dict:

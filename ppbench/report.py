@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import theory
-from .calibrate import resolved_transport, simulate_run
+from .calibrate import resolved_transport, simulated_bubble
 from .results import Run, load_runs
 
 __all__ = ["tidy_table", "format_summary", "write_report", "compare", "run_report", "environments"]
@@ -28,9 +28,7 @@ def _simulated_bubble(run: Run) -> float:
     """The run's ``bubble_simulated`` (older files lack it: simulated here, the same way)."""
     if "bubble_simulated" in run.meta["summary"]:
         return run.meta["summary"]["bubble_simulated"]
-    if run.config.get("impl", "ppbench") != "ppbench":
-        return float("nan")
-    return simulate_run(run)[0]["bubble_mean"]
+    return simulated_bubble(run)
 
 
 def _steps_frame(runs: list[Run]) -> pd.DataFrame:

@@ -4,17 +4,19 @@ on rank 0, one result file per run."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from mpi4py import MPI
 
 from . import theory
+from .calibrate import simulated_bubble
 from .config import RunConfig
 from .grid import Grid
 from .metrics import events_frame, step_metrics
 from .pipeline import make_rank
-from .results import environment, write_run
+from .results import Run, environment, write_run
 from .tracer import EVENT_FIELDS, OPS, Tracer, clock_offset, gather_rows
 
 __all__ = ["run_benchmark", "record_cost"]
@@ -65,23 +67,10 @@ def run_benchmark(cfg: RunConfig, comm: MPI.Comm, results_dir: str | None) -> di
     steps = [_step_record(cfg, events[events["step"] == s], per_rank[per_rank["step"] == s])
              for s in sorted(per_rank["step"].unique())]
     summary = _summary(cfg, steps, per_rank, events, float(skews.max()))
-    summary["bubble_simulated"] = _simulated_bubble(cfg, events)
+    summary["bubble_simulated"] = simulated_bubble(Run(Path(), {"config": cfg.to_dict()}, events))
     summary["path"] = str(write_run(results_dir, cfg.to_dict(), env, steps, summary, events)) if results_dir else None
     summary["environment"] = env
     return summary
-
-
-def _simulated_bubble(cfg: RunConfig, events: pd.DataFrame) -> float:
-    """The schedule simulated with the costs measured in this run (NaN for --impl torch, whose
-    order of actions is PyTorch's)."""
-    from pathlib import Path
-
-    from .calibrate import simulate_run
-    from .results import Run
-
-    if cfg.impl != "ppbench":
-        return float("nan")
-    return simulate_run(Run(Path(), {"config": cfg.to_dict()}, events))[0]["bubble_mean"]
 
 
 def _step_record(cfg: RunConfig, events: pd.DataFrame, ranks: pd.DataFrame) -> dict:

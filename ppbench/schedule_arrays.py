@@ -10,6 +10,7 @@ schedule for p <= 8, m <= 16. Communication is implicit: it is placed exactly as
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -33,7 +34,7 @@ class ScheduleArrays:
     chunk: np.ndarray    # int32 model chunk (virtual stage = chunk * p + rank)
     offsets: np.ndarray  # int64, p + 1 entries
 
-    @property
+    @cached_property
     def rank(self) -> np.ndarray:
         """Rank of every action."""
         return np.repeat(np.arange(self.p, dtype=np.int32), np.diff(self.offsets))

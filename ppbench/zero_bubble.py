@@ -12,6 +12,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from . import jit
+
 __all__ = ["zb_h1_arrays"]
 
 _COMPILE_ABOVE = 4096     # p * m beyond which compiling (about 1 s, cached on disk) pays off
@@ -66,18 +68,11 @@ def _list_schedule(p: int, m: int, op: np.ndarray, mb: np.ndarray) -> None:
         t += 1
 
 
-@lru_cache(maxsize=1)
-def _compiled():
-    import numba
-
-    return numba.njit(cache=True)(_list_schedule)
-
-
 @lru_cache(maxsize=16)
 def zb_h1_arrays(p: int, m: int) -> tuple[np.ndarray, np.ndarray]:
     """(op, mb) of every rank, flattened rank after rank (3m actions each): 0 = F, 1 = B, 2 = W."""
     op = np.empty((p, 3 * m), dtype=np.int64)
     mb = np.empty((p, 3 * m), dtype=np.int64)
-    (_compiled() if p * m > _COMPILE_ABOVE else _list_schedule)(p, m, op, mb)
+    (jit.compiled(_list_schedule) if p * m > _COMPILE_ABOVE else _list_schedule)(p, m, op, mb)
     op.flags.writeable = mb.flags.writeable = False
     return op.reshape(-1), mb.reshape(-1)
