@@ -36,7 +36,7 @@ def mpi_tests(session: nox.Session) -> None:
     session.run(*PYTEST, "-m", "not mpi", *session.posargs)
     for size in os.environ.get("PPBENCH_TEST_WORLD_SIZES", "1 2 4").split():
         session.log(f"MPI tests at world size {size}")
-        session.run("python", "-m", "ppbench.launch", "-n", size, "--timeout", "600", "--",
+        session.run("python", "-m", "ppbench.run.launch", "-n", size, "--timeout", "600", "--",
                     *PYTEST, "--with-mpi", "-m", "mpi", *session.posargs)
 
 

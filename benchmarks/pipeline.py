@@ -63,8 +63,8 @@ class Pipeline:
         """Run every configuration once; return {param tuple: summary or the reason it is skipped}."""
         import itertools
 
-        from ppbench.results import config_key, load_runs
-        from ppbench.sweep import run_sweep
+        from ppbench.measure.results import config_key, load_runs
+        from ppbench.run.sweep import run_sweep
 
         points = list(itertools.product(*self.params))
         skipped = {p: _skip_reason(*p) for p in points}

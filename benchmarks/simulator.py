@@ -11,9 +11,9 @@ P, M = (128, 512) if QUICK else (1024, 4096)
 
 
 def _simulate(schedule, p, m, compile_above=20_000):
-    from ppbench.array_simulator import array_metrics, simulate_arrays
+    from ppbench.sim.array_simulator import array_metrics, simulate_arrays
     from ppbench.cli import unit_costs
-    from ppbench.schedule_arrays import schedule_arrays
+    from ppbench.plan.arrays import schedule_arrays
 
     v = 2 if schedule == "interleaved" else 1
     mode = "blocking" if schedule == "naive" else "nonblocking"        # as `ppbench run`'s transport auto

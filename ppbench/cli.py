@@ -9,10 +9,10 @@ import time
 import traceback
 from typing import Callable
 
-from .config import DTYPES, OPTIMIZERS, TRANSPORTS, ConfigError, RunConfig
-from .launch import in_mpi_job, run_mpi
-from .model_configs import PRESETS
-from .schedules import CHUNKED, NEEDS_NONBLOCKING, SCHEDULES, add_communication, compute_order, schedule_problem
+from ppbench.config import DTYPES, OPTIMIZERS, TRANSPORTS, ConfigError, RunConfig
+from ppbench.run.launch import in_mpi_job, run_mpi
+from ppbench.model_configs import PRESETS
+from ppbench.plan.schedules import CHUNKED, NEEDS_NONBLOCKING, SCHEDULES, add_communication, compute_order, schedule_problem
 
 __all__ = ["main"]
 
@@ -172,7 +172,7 @@ def _error(message: str) -> int:
 
 
 def _cmd_schedule(ns: argparse.Namespace, argv: list[str]) -> int:
-    from .simulator import simulate
+    from ppbench.sim.simulator import simulate
 
     p, m, v = ns.stages, ns.microbatches, _chunks(ns.name, ns.chunks)
     problem = schedule_problem(ns.name, p, m, v)
@@ -204,7 +204,7 @@ def unit_costs(name: str, fwd: float, bwd: float, wgrad: float | None = None, co
                overhead: float = 0.0):
     """Costs for a schedule; split-backward schedules divide ``bwd`` into B and W (half each
     unless ``wgrad`` is given), as the synthetic workload does."""
-    from .simulator import Costs
+    from ppbench.sim.simulator import Costs
 
     if any(a.op == "W" for a in compute_order(name, 2, 2, 0, _chunks(name, None))):
         w = bwd / 2 if wgrad is None else wgrad
@@ -244,7 +244,7 @@ def _cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _check_on_rank(cfg: RunConfig, ns: argparse.Namespace, comm) -> int:
-    from .check import run_check
+    from ppbench.run.check import run_check
 
     result = run_check(cfg, comm)
     if comm.Get_rank() == 0:
@@ -275,7 +275,7 @@ def _cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _run_on_rank(cfg: RunConfig, ns: argparse.Namespace, comm) -> int:
-    from .runner import run_benchmark
+    from ppbench.run.runner import run_benchmark
 
     summary = run_benchmark(cfg, comm, None if ns.no_save else ns.results)
     if summary is not None and not ns.quiet:
@@ -310,7 +310,7 @@ def run_text(cfg: RunConfig, s: dict) -> str:
 
 
 def _cmd_sweep(ns: argparse.Namespace, argv: list[str]) -> int:
-    from .sweep import run_sweep, sweep_configs
+    from ppbench.run.sweep import run_sweep, sweep_configs
 
     def items(text: str, kind=str) -> list:
         try:
@@ -341,7 +341,7 @@ def _cmd_sweep(ns: argparse.Namespace, argv: list[str]) -> int:
 def _cmd_report(ns: argparse.Namespace, argv: list[str]) -> int:
     from pathlib import Path
 
-    from .report import run_report
+    from ppbench.report.summary import run_report
 
     if not Path(ns.directory).is_dir():
         return _error(f"{ns.directory} is not a directory")
@@ -359,9 +359,9 @@ def _cmd_simulate(ns: argparse.Namespace, argv: list[str]) -> int:
         if ns.samples < 0:
             return _error(f"--samples must be >= 0, got {ns.samples}")
         return _simulate_runs(ns.from_run, ns.samples, ns.json)
-    from . import theory
-    from .array_simulator import array_metrics, simulate_arrays
-    from .schedule_arrays import schedule_arrays
+    from ppbench.plan import theory
+    from ppbench.sim.array_simulator import array_metrics, simulate_arrays
+    from ppbench.plan.arrays import schedule_arrays
 
     missing = [flag for flag, value in (("--schedule", ns.schedule), ("--stages", ns.stages),
                                         ("--microbatches", ns.microbatches)) if value is None]
@@ -400,8 +400,8 @@ def _cmd_simulate(ns: argparse.Namespace, argv: list[str]) -> int:
 def _simulate_runs(paths: list[str], samples: int, as_json: bool) -> int:
     from pathlib import Path
 
-    from .calibrate import compare_with_simulation
-    from .results import ResultFileError, load_runs, read_run
+    from ppbench.sim.calibrate import compare_with_simulation
+    from ppbench.measure.results import ResultFileError, load_runs, read_run
 
     runs, skipped = [], []
     for path in paths:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from .model_configs import PRESETS, model_config
-from .schedules import NEEDS_NONBLOCKING, SCHEDULES, schedule_problem
+from ppbench.model_configs import PRESETS, model_config
+from ppbench.plan.schedules import NEEDS_NONBLOCKING, SCHEDULES, schedule_problem
 
 __all__ = ["RunConfig", "ConfigError", "InjectedFault", "DTYPES", "OPTIMIZERS", "TRANSPORTS", "WORKLOADS"]
 
@@ -177,7 +177,7 @@ def _at_least(name: str, value: int, low: int) -> None:
 def _fault(name: str, value: str, world: int) -> None:
     if not value:
         return
-    from .actions import parse_action
+    from ppbench.plan.actions import parse_action
 
     rank, _, rest = value.partition(":")
     action, _, kind = rest.partition(":")

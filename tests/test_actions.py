@@ -1,6 +1,6 @@
 import pytest
 
-from ppbench.actions import COMM_OPS, COMPUTE_OPS, Action, parse_action
+from ppbench.plan.actions import COMM_OPS, COMPUTE_OPS, Action, parse_action
 
 
 @pytest.mark.parametrize("op", COMPUTE_OPS + COMM_OPS)

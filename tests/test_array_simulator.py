@@ -7,12 +7,12 @@ import random
 import numpy as np
 import pytest
 
-from ppbench import theory
-from ppbench.array_simulator import array_metrics, simulate_arrays
-from ppbench.metrics import step_metrics
-from ppbench.schedule_arrays import schedule_arrays
-from ppbench.schedules import CHUNKED, SCHEDULES, build_schedule, compute_order, schedule_problem
-from ppbench.simulator import Costs, DeadlockError, simulate, simulated_events
+from ppbench.plan import theory
+from ppbench.sim.array_simulator import array_metrics, simulate_arrays
+from ppbench.measure.metrics import step_metrics
+from ppbench.plan.arrays import schedule_arrays
+from ppbench.plan.schedules import CHUNKED, SCHEDULES, build_schedule, compute_order, schedule_problem
+from ppbench.sim.simulator import Costs, DeadlockError, simulate, simulated_events
 
 CASES = [(name, p, m, v) for name in SCHEDULES for v in ((2, 3) if name in CHUNKED else (1,))
          for p in range(1, 9) for m in range(1, 17) if schedule_problem(name, p, m, v) is None]

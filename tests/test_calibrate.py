@@ -7,11 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ppbench.calibrate import compare_with_simulation, measured_costs
-from ppbench.metrics import step_metrics
-from ppbench.results import Run
-from ppbench.schedules import build_schedule
-from ppbench.simulator import Costs, simulate, simulated_events
+from ppbench.sim.calibrate import compare_with_simulation, measured_costs
+from ppbench.measure.metrics import step_metrics
+from ppbench.measure.results import Run
+from ppbench.plan.schedules import build_schedule
+from ppbench.sim.simulator import Costs, simulate, simulated_events
 
 COSTS = Costs(fwd=2.0, bwd=4.0, wgrad=0.0, comm=0.3, overhead=0.1)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ppbench.launch import _LAUNCHER_VARS
+from ppbench.run.launch import _LAUNCHER_VARS
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 120  # seconds; every job here must end long before
@@ -56,7 +56,7 @@ def test_bad_configuration_exits_2_before_launching(args, message):
 
 def test_wrong_world_size_inside_mpiexec_exits_2_on_every_rank():
     env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARS}
-    proc = subprocess.run([sys.executable, "-m", "ppbench.launch", "-n", "2", "--timeout", "60", "--",
+    proc = subprocess.run([sys.executable, "-m", "ppbench.run.launch", "-n", "2", "--timeout", "60", "--",
                            sys.executable, "-m", "ppbench", "check", "--pp", "4"],
                           capture_output=True, text=True, timeout=LIMIT, env=env, cwd=ROOT)
     assert proc.returncode == 2
@@ -80,7 +80,7 @@ def test_failure_on_one_rank_ends_the_whole_job(fault, stage, action):
 def test_mpi_test_failing_on_one_rank_aborts_the_job_instead_of_hanging():
     env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARS}
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "ppbench.launch", "-n", "2", "--timeout", "60", "--",
+    proc = subprocess.run([sys.executable, "-m", "ppbench.run.launch", "-n", "2", "--timeout", "60", "--",
                            sys.executable, "-m", "pytest", "--with-mpi", "-p", "no:cacheprovider", "-q",
                            "tests/probes/one_rank_fails.py"],
                           capture_output=True, text=True, timeout=LIMIT, env=env, cwd=ROOT)
@@ -123,7 +123,7 @@ def test_step_time_limit_reports_who_waits_on_what():
 def test_killed_sweep_keeps_finished_files_and_resumes(tmp_path):
     import signal
 
-    from ppbench.results import load_runs
+    from ppbench.measure.results import load_runs
 
     env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARS}
     args = [sys.executable, "-m", "ppbench", "sweep", "--schedules", "gpipe,1f1b", "--world-sizes", "1,2",
@@ -150,7 +150,7 @@ def test_killed_sweep_keeps_finished_files_and_resumes(tmp_path):
 def test_every_config_field_round_trips_through_run_options():
     from ppbench.cli import _config, _parser
     from ppbench.config import RunConfig
-    from ppbench.sweep import config_args
+    from ppbench.run.sweep import config_args
 
     cfg = RunConfig(schedule="gpipe", pp=3, dp=2, microbatches=5, global_batch=20, model="gpt", size="small",
                     dtype="float32", seed=7, steps=2, optimizer="adam", lr=0.5, transport="blocking",

@@ -10,9 +10,9 @@ import itertools
 import pytest
 
 from conftest import world_size
-from ppbench.check import TOLERANCE, run_check
+from ppbench.run.check import TOLERANCE, run_check
 from ppbench.config import ConfigError, RunConfig
-from ppbench.schedules import CHUNKED, NEEDS_NONBLOCKING, SCHEDULES
+from ppbench.plan.schedules import CHUNKED, NEEDS_NONBLOCKING, SCHEDULES
 
 WORLD = world_size()
 GRIDS = [g for g in [(1, 1), (2, 1), (1, 2), (4, 1), (2, 2)] if g[0] * g[1] == WORLD]
@@ -111,7 +111,7 @@ def test_a_broken_pipeline_is_detected():
     """The comparison can fail: a different seed for the reference must not pass."""
     from mpi4py import MPI
 
-    from ppbench import check as check_module
+    from ppbench.run import check as check_module
 
     pp, dp = GRIDS[0]
     cfg = RunConfig(pp=pp, dp=dp, microbatches=2)

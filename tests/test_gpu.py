@@ -23,7 +23,7 @@ def test_asking_for_cuda_without_a_gpu_is_a_config_error():
 def test_gradients_on_gpu_match_the_reference(schedule, dtype):
     from mpi4py import MPI
 
-    from ppbench.check import TOLERANCE, run_check
+    from ppbench.run.check import TOLERANCE, run_check
 
     result = run_check(RunConfig(schedule=schedule, pp=world_size(), microbatches=4, model="gpt", dtype=dtype,
                                  device="cuda", steps=2), MPI.COMM_WORLD)
@@ -35,7 +35,7 @@ def test_gradients_on_gpu_match_the_reference(schedule, dtype):
 def test_gpu_run_records_device_and_allocator_peak(tmp_path):
     from mpi4py import MPI
 
-    from ppbench.runner import run_benchmark
+    from ppbench.run.runner import run_benchmark
 
     directory = MPI.COMM_WORLD.bcast(str(tmp_path), root=0)
     summary = run_benchmark(RunConfig(pp=world_size(), model="gpt", device="cuda", repeats=2), MPI.COMM_WORLD,

@@ -6,10 +6,10 @@ import math
 import pandas as pd
 import pytest
 
-from ppbench import theory
-from ppbench.metrics import step_metrics
-from ppbench.schedules import CHUNKED, SCHEDULES, build_schedule, schedule_problem
-from ppbench.simulator import Costs, simulate, simulated_events
+from ppbench.plan import theory
+from ppbench.measure.metrics import step_metrics
+from ppbench.plan.schedules import CHUNKED, SCHEDULES, build_schedule, schedule_problem
+from ppbench.sim.simulator import Costs, simulate, simulated_events
 
 
 def frame(rows):

@@ -5,8 +5,8 @@ import itertools
 import pytest
 import torch
 
-from ppbench import models
-from ppbench.partition import balanced_split, describe_split, partition_layers
+from ppbench.run import models
+from ppbench.run.partition import balanced_split, describe_split, partition_layers
 
 
 @pytest.mark.parametrize("family", ["mlp", "gpt"])

@@ -9,14 +9,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ppbench import theory
+from ppbench.plan import theory
 from ppbench.config import RunConfig
-from ppbench.launch import _LAUNCHER_VARS
-from ppbench.metrics import step_metrics
-from ppbench.report import run_report
-from ppbench.results import write_run
-from ppbench.schedules import build_schedule
-from ppbench.simulator import Costs, simulate, simulated_events
+from ppbench.run.launch import _LAUNCHER_VARS
+from ppbench.measure.metrics import step_metrics
+from ppbench.report.summary import run_report
+from ppbench.measure.results import write_run
+from ppbench.plan.schedules import build_schedule
+from ppbench.sim.simulator import Costs, simulate, simulated_events
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ENV = {"host": "fixture-host", "cores": 2, "device": "cpu", "mpi_library": "MPICH Version: test", "torch": "x",

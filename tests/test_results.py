@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ppbench.config import RunConfig
-from ppbench.results import SCHEMA_VERSION, ResultFileError, config_key, load_runs, read_run, write_run
+from ppbench.measure.results import SCHEMA_VERSION, ResultFileError, config_key, load_runs, read_run, write_run
 
 
 def events():

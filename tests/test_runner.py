@@ -9,11 +9,11 @@ import math
 import pytest
 
 from conftest import world_size
-from ppbench import theory
-from ppbench.actions import Action
+from ppbench.plan import theory
+from ppbench.plan.actions import Action
 from ppbench.config import ConfigError, RunConfig
-from ppbench.results import read_run
-from ppbench.schedules import CHUNKED, SCHEDULES, build_schedule
+from ppbench.measure.results import read_run
+from ppbench.plan.schedules import CHUNKED, SCHEDULES, build_schedule
 
 WORLD = world_size()
 
@@ -21,7 +21,7 @@ WORLD = world_size()
 def run(tmp_path, **changes):
     from mpi4py import MPI
 
-    from ppbench.runner import run_benchmark
+    from ppbench.run.runner import run_benchmark
 
     directory = MPI.COMM_WORLD.bcast(str(tmp_path), root=0)   # one directory for all ranks
     cfg = RunConfig(pp=WORLD, **changes)

@@ -5,12 +5,12 @@ from collections import Counter
 
 import pytest
 
-from ppbench.actions import Action, parse_action
+from ppbench.plan.actions import Action, parse_action
 from ppbench.cli import main
-from ppbench import theory
-from ppbench.schedules import (CHUNKED, NEEDS_NONBLOCKING, SCHEDULES, add_communication, build_schedule, compute_order, peak_in_flight,
+from ppbench.plan import theory
+from ppbench.plan.schedules import (CHUNKED, NEEDS_NONBLOCKING, SCHEDULES, add_communication, build_schedule, compute_order, peak_in_flight,
                                schedule_problem, warmup_forwards)
-from ppbench.simulator import Costs, DeadlockError, peer_rank, simulate
+from ppbench.sim.simulator import Costs, DeadlockError, peer_rank, simulate
 
 GRID = [(p, m) for p in range(1, 9) for m in range(1, 17)]
 # every valid (schedule, p, m, v) with p <= 8, m <= 16; interleaved with v = 2 and 3

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from .config import RunConfig
+from ppbench.config import RunConfig
 
 __all__ = ["make_optimizer", "replica_microbatches", "average_gradients", "global_loss"]
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .actions import COMPUTE_OPS
-from . import jit
-from .schedule_arrays import OP_F, OP_W, ScheduleArrays
-from .simulator import Costs, DeadlockError
+from ppbench.plan.actions import COMPUTE_OPS
+from ppbench.plan import jit
+from ppbench.plan.arrays import OP_F, OP_W, ScheduleArrays
+from ppbench.sim.simulator import Costs, DeadlockError
 
 __all__ = ["ArraySimulation", "simulate_arrays", "array_metrics"]
 

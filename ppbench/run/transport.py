@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from mpi4py import MPI
 
-from .tracer import Tracer
+from ppbench.run.tracer import Tracer
 
 __all__ = ["Transport"]
 

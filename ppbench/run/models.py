@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .model_configs import PRESETS, GPTConfig, MLPConfig, model_config
+from ppbench.model_configs import PRESETS, GPTConfig, MLPConfig, model_config
 
 __all__ = ["MLPConfig", "GPTConfig", "PRESETS", "model_config", "build_layers", "make_batch", "loss_fn",
            "activation_shape"]

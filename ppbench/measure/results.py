@@ -109,7 +109,7 @@ def environment(comm) -> dict:
     import torch
     from mpi4py import MPI
 
-    from . import __version__
+    from ppbench import __version__
 
     local = comm.Split_type(MPI.COMM_TYPE_SHARED)
     ranks_here = local.Get_size()

@@ -5,18 +5,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import models
-from .config import RunConfig
-from .device import cuda_aware_mpi, select_device
-from .executor import Executor, StepStats
-from .grid import Grid
-from .partition import partition_layers
-from .schedules import add_communication, compute_order
-from .stages import SyntheticStage, TorchStage
-from .tracer import Tracer
-from .training import average_gradients, global_loss, make_optimizer, replica_microbatches
-from .transport import Transport
-from .watchdog import StepWatchdog
+from ppbench.run import models
+from ppbench.config import RunConfig
+from ppbench.run.device import cuda_aware_mpi, select_device
+from ppbench.run.executor import Executor, StepStats
+from ppbench.run.grid import Grid
+from ppbench.run.partition import partition_layers
+from ppbench.plan.schedules import add_communication, compute_order
+from ppbench.run.stages import SyntheticStage, TorchStage
+from ppbench.run.tracer import Tracer
+from ppbench.run.training import average_gradients, global_loss, make_optimizer, replica_microbatches
+from ppbench.run.transport import Transport
+from ppbench.run.watchdog import StepWatchdog
 
 __all__ = ["PipelineRank", "RankBase", "make_rank"]
 
@@ -24,7 +24,7 @@ __all__ = ["PipelineRank", "RankBase", "make_rank"]
 def make_rank(cfg: RunConfig, grid: Grid, tracer: Tracer | None = None):
     """This rank's pipeline, run by ppbench's executor or by torch.distributed.pipelining."""
     if cfg.impl == "torch":
-        from .torch_impl import TorchPipelineRank
+        from ppbench.run.torch_impl import TorchPipelineRank
 
         return TorchPipelineRank(cfg, grid, tracer)
     return PipelineRank(cfg, grid, tracer)

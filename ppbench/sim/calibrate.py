@@ -17,12 +17,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .array_simulator import array_metrics, simulate_arrays
-from .config import RunConfig
-from .metrics import TRANSFER, transfer_intervals
-from .results import Run
-from .schedule_arrays import schedule_arrays
-from .simulator import Costs
+from ppbench.sim.array_simulator import array_metrics, simulate_arrays
+from ppbench.config import RunConfig
+from ppbench.measure.metrics import TRANSFER, transfer_intervals
+from ppbench.measure.results import Run
+from ppbench.plan.arrays import schedule_arrays
+from ppbench.sim.simulator import Costs
 
 __all__ = ["measured_samples", "measured_costs", "simulate_run", "simulated_bubble", "compare_with_simulation", "resolved_transport"]
 

@@ -9,11 +9,11 @@ import time
 import torch
 from mpi4py import MPI
 
-from .actions import Action
-from .config import InjectedFault
-from .simulator import message_tag, peer_rank
-from .tracer import Tracer
-from .transport import Transport
+from ppbench.plan.actions import Action
+from ppbench.config import InjectedFault
+from ppbench.sim.simulator import message_tag, peer_rank
+from ppbench.run.tracer import Tracer
+from ppbench.run.transport import Transport
 
 __all__ = ["Executor", "ActionError", "StepStats"]
 

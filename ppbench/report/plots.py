@@ -13,12 +13,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from . import theory  # noqa: E402
-from .calibrate import measured_costs, resolved_transport  # noqa: E402
-from .metrics import COMPUTE, TRANSFER  # noqa: E402
-from .results import Run  # noqa: E402
-from .schedules import build_schedule  # noqa: E402
-from .simulator import Costs, simulate, simulated_events  # noqa: E402
+from ppbench.plan import theory  # noqa: E402
+from ppbench.sim.calibrate import measured_costs, resolved_transport  # noqa: E402
+from ppbench.measure.metrics import COMPUTE, TRANSFER  # noqa: E402
+from ppbench.measure.results import Run  # noqa: E402
+from ppbench.plan.schedules import build_schedule  # noqa: E402
+from ppbench.sim.simulator import Costs, simulate, simulated_events  # noqa: E402
 
 __all__ = ["draw_all", "CAPTIONS"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import models
-from .config import RunConfig
-from .training import make_optimizer
+from ppbench.run import models
+from ppbench.config import RunConfig
+from ppbench.run.training import make_optimizer
 
 __all__ = ["Reference"]
 

@@ -13,14 +13,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from . import models
-from .config import RunConfig
-from .executor import StepStats
-from .grid import Grid
-from .partition import partition_layers
-from .pipeline import RankBase
-from .tracer import Tracer
-from .training import average_gradients, global_loss, make_optimizer, replica_microbatches
+from ppbench.run import models
+from ppbench.config import RunConfig
+from ppbench.run.executor import StepStats
+from ppbench.run.grid import Grid
+from ppbench.run.partition import partition_layers
+from ppbench.run.pipeline import RankBase
+from ppbench.run.tracer import Tracer
+from ppbench.run.training import average_gradients, global_loss, make_optimizer, replica_microbatches
 
 __all__ = ["TorchPipelineRank", "TORCH_SCHEDULES"]
 

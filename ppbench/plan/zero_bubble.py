@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import jit
+from ppbench.plan import jit
 
 __all__ = ["zb_h1_arrays"]
 

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from .config import ConfigError, RunConfig
-from .grid import Grid
-from .pipeline import make_rank
-from .reference import Reference
+from ppbench.config import ConfigError, RunConfig
+from ppbench.run.grid import Grid
+from ppbench.run.pipeline import make_rank
+from ppbench.run.reference import Reference
 
 __all__ = ["run_check", "TOLERANCE", "relative_error"]
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from .config import ConfigError, RunConfig
-from .launch import run_mpi
-from .results import config_key
-from .schedules import CHUNKED
+from ppbench.config import ConfigError, RunConfig
+from ppbench.run.launch import run_mpi
+from ppbench.measure.results import config_key
+from ppbench.plan.schedules import CHUNKED
 
 __all__ = ["sweep_configs", "recorded_keys", "run_sweep", "config_args"]
 

@@ -14,8 +14,8 @@ from functools import cached_property
 
 import numpy as np
 
-from .actions import Action, COMPUTE_OPS
-from .schedules import schedule_problem
+from ppbench.plan.actions import Action, COMPUTE_OPS
+from ppbench.plan.schedules import schedule_problem
 
 __all__ = ["OP_F", "OP_B", "OP_W", "ScheduleArrays", "schedule_arrays"]
 
@@ -83,7 +83,7 @@ def schedule_arrays(name: str, p: int, m: int, v: int = 1) -> ScheduleArrays:
     if problem:
         raise ValueError(problem)
     if name == "zb-h1":
-        from .zero_bubble import zb_h1_arrays
+        from ppbench.plan.zero_bubble import zb_h1_arrays
 
         op, mb = zb_h1_arrays(p, m)
         chunk = np.zeros(op.size, dtype=np.int32)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from .actions import Action
+from ppbench.plan.actions import Action
 
 __all__ = ["Costs", "SimEvent", "SimResult", "DeadlockError", "simulate", "peer_rank", "message_tag",
            "simulated_events"]

@@ -68,10 +68,10 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def main(args: list[str] | None = None) -> int:
-    """``python -m ppbench.launch -n N [--timeout S] -- COMMAND...``: used by nox and the tests."""
+    """``python -m ppbench.run.launch -n N [--timeout S] -- COMMAND...``: used by nox and the tests."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m ppbench.launch", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ppbench.run.launch", description=main.__doc__)
     parser.add_argument("-n", "--nprocs", type=int, required=True, help="number of MPI ranks")
     parser.add_argument("--timeout", type=float, default=None, help="seconds before the whole job is killed")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="command to run on every rank (after --)")

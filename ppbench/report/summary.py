@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import theory
-from .calibrate import resolved_transport, simulated_bubble
-from .results import Run, load_runs
+from ppbench.plan import theory
+from ppbench.sim.calibrate import resolved_transport, simulated_bubble
+from ppbench.measure.results import Run, load_runs
 
 __all__ = ["tidy_table", "format_summary", "write_report", "compare", "run_report", "environments"]
 
@@ -136,7 +136,7 @@ def environments(runs: list[Run]) -> list[str]:
 
 def write_report(runs: list[Run], table: pd.DataFrame, out: Path, skipped: list[str]) -> list[Path]:
     """index.html with its pictures, summary.md and summary.csv under ``out``; returns the files."""
-    from . import plots
+    from ppbench.report import plots
 
     out.mkdir(parents=True, exist_ok=True)
     images = plots.draw_all(runs, table, out)
@@ -152,7 +152,7 @@ def write_report(runs: list[Run], table: pd.DataFrame, out: Path, skipped: list[
 
 
 def _html(table: pd.DataFrame, env: list[str], images: list[Path], skipped: list[str]) -> str:
-    from .plots import CAPTIONS
+    from ppbench.report.plots import CAPTIONS
 
     figures = "\n".join(f'<figure><img src="{html.escape(i.name)}" alt="{html.escape(i.stem)}">'
                         f"<figcaption>{html.escape(CAPTIONS.get(i.stem.split('-')[0], i.stem))}</figcaption></figure>"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .actions import COMPUTE_OPS, Action
+from ppbench.plan.actions import COMPUTE_OPS, Action
 
 __all__ = ["SCHEDULES", "CHUNKED", "NEEDS_NONBLOCKING", "schedule_problem", "compute_order", "add_communication",
            "build_schedule", "warmup_forwards", "peak_in_flight"]
@@ -79,7 +79,7 @@ def zero_bubble_h1(p: int, m: int, rank: int, v: int = 1) -> list[Action]:
     if fewer than min(p - r, m) microbatches await their B (1F1B's activation count), any pending
     W. For m >= p this reaches ZB-H1's step time, m(F + B + W) + (p - 1)(F + B - W).
     """
-    from .zero_bubble import zb_h1_arrays
+    from ppbench.plan.zero_bubble import zb_h1_arrays
 
     op, mb = zb_h1_arrays(p, m)
     mine = slice(rank * 3 * m, (rank + 1) * 3 * m)

@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 from mpi4py import MPI
 
-from . import theory
-from .calibrate import simulated_bubble
-from .config import RunConfig
-from .grid import Grid
-from .metrics import events_frame, step_metrics
-from .pipeline import make_rank
-from .results import Run, environment, write_run
-from .tracer import EVENT_FIELDS, OPS, Tracer, clock_offset, gather_rows
+from ppbench.plan import theory
+from ppbench.sim.calibrate import simulated_bubble
+from ppbench.config import RunConfig
+from ppbench.run.grid import Grid
+from ppbench.measure.metrics import events_frame, step_metrics
+from ppbench.run.pipeline import make_rank
+from ppbench.measure.results import Run, environment, write_run
+from ppbench.run.tracer import EVENT_FIELDS, OPS, Tracer, clock_offset, gather_rows
 
 __all__ = ["run_benchmark", "record_cost"]
 
