@@ -11,7 +11,7 @@ import os
 
 import nox
 
-nox.options.sessions = ["mpi_tests"]
+nox.options.sessions = ["lint", "mpi_tests"]
 nox.options.default_venv_backend = "none"
 
 PYTEST = ["python", "-m", "pytest", "-p", "no:cacheprovider", "--timeout=300", "--timeout_method=thread"]
@@ -38,6 +38,14 @@ def mpi_tests(session: nox.Session) -> None:
         session.log(f"MPI tests at world size {size}")
         session.run("python", "-m", "ppbench.run.launch", "-n", size, "--timeout", "600", "--",
                     *PYTEST, "--with-mpi", "-m", "mpi", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over the whole tree, mypy over the plan layer (the pure, torch-free core)."""
+    _require_ppbench(session)
+    session.run("ruff", "check", ".", *session.posargs, external=True)
+    session.run("mypy", external=True)      # files and settings: [tool.mypy] in pyproject.toml
 
 
 @nox.session(default=False)

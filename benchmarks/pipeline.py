@@ -34,7 +34,8 @@ def _config(schedule, world, m, size, workload):
 def _skip_reason(schedule, world, m, size, workload):
     if workload == "synthetic" and size != SIZES[0]:
         return "the synthetic workload has no model size (measured once, under the first size)"
-    if workload == "model" and world > (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()):
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if workload == "model" and world > cores:
         return f"model workload on {world} ranks would oversubscribe this machine's cores; see the synthetic workload"
     if world > _config(schedule, world, m, size, workload).model_config().num_layers:
         return "more stages than model layers"

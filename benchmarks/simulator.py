@@ -10,16 +10,14 @@ QUICK = os.environ.get("PPBENCH_BENCH_QUICK", "") not in ("", "0")
 P, M = (128, 512) if QUICK else (1024, 4096)
 
 
-def _simulate(schedule, p, m, compile_above=20_000):
-    from ppbench.sim.array_simulator import array_metrics, simulate_arrays
-    from ppbench.cli import unit_costs
+def _simulate(schedule, p, m):
     from ppbench.plan.arrays import schedule_arrays
+    from ppbench.sim.array_simulator import array_metrics, simulate_arrays
+    from ppbench.sim.costs import Costs
 
     v = 2 if schedule == "interleaved" else 1
     mode = "blocking" if schedule == "naive" else "nonblocking"        # as `ppbench run`'s transport auto
-    sim = simulate_arrays(schedule_arrays(schedule, p, m, v), unit_costs(schedule, 1.0, 2.0, comm=0.1), mode,
-                          compile_above=compile_above)
-    return array_metrics(sim, compile_above=compile_above)
+    return array_metrics(simulate_arrays(schedule_arrays(schedule, p, m, v), Costs(1.0, 2.0, 1.0, comm=0.1), mode))
 
 
 class Simulate:
@@ -30,7 +28,7 @@ class Simulate:
     timeout = 300
 
     def setup(self, schedule):
-        _simulate(schedule, 4, 8, compile_above=0)        # compile the kernels, or load them from numba's cache
+        _simulate(schedule, 16, 1024)     # above the compile threshold: compile the kernels or load them
 
     def time_simulate(self, schedule):
         _simulate(schedule, P, M)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from ppbench.model_configs import PRESETS, model_config
 from ppbench.plan.schedules import NEEDS_NONBLOCKING, SCHEDULES, schedule_problem
@@ -28,32 +28,48 @@ class InjectedFault(RuntimeError):
     """Raised on purpose by ``RunConfig.fault`` to test failure handling."""
 
 
+def _field(default, help: str, group: str = "run", short: str | None = None, sweep: bool = False):
+    """A RunConfig field with what the command line needs to offer it: ``group`` 'run' (check and
+    run), 'measure' (run only); ``sweep``: also an option of ``ppbench sweep`` (one value for the grid)."""
+    return field(default=default, metadata={"help": help, "group": group, "short": short, "sweep": sweep})
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    schedule: str = "1f1b"        # one of SCHEDULES
-    pp: int = 2                   # pipeline stages p
-    dp: int = 1                   # data-parallel replicas d; world size = pp * dp
-    microbatches: int = 4         # m, per replica per step
-    chunks: int = 1               # v, model chunks per rank (interleaved schedules; 1 otherwise)
-    global_batch: int = 0         # samples per step over all replicas; 0 means 2 * m * dp
-    model: str = "mlp"            # model family: mlp or gpt
-    size: str = "tiny"            # preset within the family
-    dtype: str = "float64"        # float32 or float64
-    seed: int = 0                 # weights and data are a function of the seed alone
-    steps: int = 0                # optimizer steps (0: gradients of one step only)
-    optimizer: str = "sgd"        # sgd (momentum 0.9) or adam
-    lr: float = 0.01              # learning rate
-    transport: str = "auto"       # blocking, nonblocking, or auto (naive: blocking; others: nonblocking)
-    fault: str = ""               # testing aid: "RANK:ACTION[:KIND]", KIND raise|nan|kill|hang; "" for none
-    step_timeout: float = 0.0     # seconds a step may take before the job is ended (0: no limit)
-    device: str = "auto"          # auto (cuda:(local rank mod count) when CUDA is available), cpu, or cuda
-    impl: str = "ppbench"         # ppbench (this package's executor) or torch (torch.distributed.pipelining)
-    workload: str = "model"       # model (real torch layers) or synthetic (timed sleeps, fixed message size)
-    t_fwd: float = 0.002          # synthetic: seconds of F per rank and microbatch (split over its chunks)
-    t_bwd: float = 0.004          # synthetic: seconds of B per rank and microbatch (B and W halves when split)
-    message_bytes: int = 65536    # synthetic: bytes per activation or gradient message
-    warmup: int = 1               # run: steps run before measuring
-    repeats: int = 5              # run: measured steps
+    """Everything that defines a run. The command-line options of check, run and sweep, and the
+    options that reproduce a configuration (:func:`ppbench.run.sweep.config_args`), come from these fields."""
+
+    schedule: str = _field("1f1b", "schedule: " + ", ".join(SCHEDULES))
+    pp: int = _field(2, "pipeline stages p")
+    dp: int = _field(1, "data-parallel replicas d; world size = pp x dp", sweep=True)
+    microbatches: int = _field(4, "microbatches m per replica per step", short="-m")
+    chunks: int = _field(1, "model chunks v per rank (interleaved schedules; 1 otherwise)", short="-v")
+    global_batch: int = _field(0, "samples per step over all replicas (0: 2 x microbatches x dp)")
+    model: str = _field("mlp", "model family: " + ", ".join(PRESETS))
+    size: str = _field("tiny", "model preset: tiny, small, medium")
+    dtype: str = _field("float64", "float32 or float64", sweep=True)
+    seed: int = _field(0, "weights and data are a function of the seed alone")
+    steps: int = _field(0, "optimizer steps (0: compare the gradients of one step)")
+    optimizer: str = _field("sgd", "sgd (momentum 0.9) or adam")
+    lr: float = _field(0.01, "learning rate")
+    transport: str = _field("auto", "blocking, nonblocking, or auto (naive: blocking; others: nonblocking)",
+                            sweep=True)
+    fault: str = _field("", "testing aid: RANK:ACTION[:KIND] injects a fault on that world rank at that action, "
+                        "KIND raise (default), nan, kill or hang (e.g. 1:B2:nan, 1:2SEND_B0)")
+    step_timeout: float = _field(0.0, "seconds a training step may take before the job is ended (0: no limit)")
+    device: str = _field("auto", "auto (a CUDA device per local rank when available), cpu or cuda")
+    impl: str = _field("ppbench", "ppbench (this package's executor) or torch (torch.distributed.pipelining; "
+                       "gpipe, 1f1b, interleaved)")
+    workload: str = _field("model", "model (real torch layers) or synthetic (timed sleeps, fixed message size)",
+                           group="measure")
+    t_fwd: float = _field(0.002, "synthetic: seconds of F per rank and microbatch (split over its chunks)",
+                          group="measure", sweep=True)
+    t_bwd: float = _field(0.004, "synthetic: seconds of B per rank and microbatch (I and W halves when split)",
+                          group="measure", sweep=True)
+    message_bytes: int = _field(65536, "synthetic: bytes per activation or gradient message", group="measure",
+                                sweep=True)
+    warmup: int = _field(1, "steps run before measuring", group="measure", sweep=True)
+    repeats: int = _field(5, "measured steps", group="measure", sweep=True)
 
     @property
     def batch(self) -> int:
@@ -64,12 +80,12 @@ class RunConfig:
         return self.batch // (self.microbatches * self.dp)
 
     @property
-    def fault_target(self) -> tuple[int, str, str] | None:
-        """(world rank, action string, kind) of the injected fault, if any."""
+    def fault_target(self):
+        """(world rank, (stage or None, Op, microbatch), kind) of the injected fault, if any."""
         if not self.fault:
             return None
         rank, action, *kind = self.fault.split(":")
-        return int(rank), action, (kind[0] if kind else "raise")
+        return int(rank), fault_action(action), (kind[0] if kind else "raise")
 
     @property
     def torch_dtype(self):
@@ -86,7 +102,7 @@ class RunConfig:
     def model_config(self):
         return model_config(self.model, self.size)
 
-    def validate(self, world_size: int | None = None) -> "RunConfig":
+    def validate(self, world_size: int | None = None) -> RunConfig:
         """Raise ConfigError naming the first bad field; return self when all is well.
 
         Depends only on the configuration and the world size, so every rank decides alike.
@@ -111,7 +127,8 @@ class RunConfig:
         if self.device == "cuda" and not _cuda_available():
             raise ConfigError("device", "'cuda' requested but torch sees no CUDA device; allowed here: auto, cpu")
         if not 0 <= self.step_timeout < 86400:
-            raise ConfigError("step_timeout", f"must be between 0 (no limit) and 86400 seconds, got {self.step_timeout}")
+            raise ConfigError("step_timeout",
+                              f"must be between 0 (no limit) and 86400 seconds, got {self.step_timeout}")
         _at_least("warmup", self.warmup, 0)
         _at_least("repeats", self.repeats, 1)
         _at_least("message_bytes", self.message_bytes, 4)
@@ -177,18 +194,31 @@ def _at_least(name: str, value: int, low: int) -> None:
 def _fault(name: str, value: str, world: int) -> None:
     if not value:
         return
-    from ppbench.plan.actions import parse_action
-
     rank, _, rest = value.partition(":")
     action, _, kind = rest.partition(":")
     try:
-        parse_action(action)
+        fault_action(action)
         ok = rank.isdigit() and int(rank) < world and kind in ("", *FAULT_KINDS)
     except ValueError:
         ok = False
     if not ok:
-        raise ConfigError(name, f"{value!r} is not RANK:ACTION[:KIND] with 0 <= RANK < {world}, ACTION like F0, B2, "
-                          f"SEND_F1, RECV_B3 and KIND one of {', '.join(FAULT_KINDS)}")
+        raise ConfigError(name, f"{value!r} is not RANK:ACTION[:KIND] with 0 <= RANK < {world}, ACTION an action of "
+                          f"that rank (1B0, 0SEND_F2) or, on any of its stages, an op and microbatch (F0, B2, SEND_F1, "
+                          f"RECV_B3), and KIND one of {', '.join(FAULT_KINDS)}")
+
+
+def fault_action(text: str):
+    """(stage or None, Op, microbatch) of a fault's ACTION: PyTorch's action text (``1B0``) or an
+    op and microbatch on whichever stage of the rank runs it (``B0``)."""
+    import re
+
+    from ppbench.plan.actions import Op, parse_action
+
+    short = re.match(r"^([A-Z_]+?)(\d+)$", text)
+    if short and short.group(1) in {op.value for op in Op}:
+        return None, Op(short.group(1)), int(short.group(2))
+    action = parse_action(text)
+    return action.stage, action.op, action.mb
 
 
 def _cuda_available() -> bool:

@@ -7,24 +7,26 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ppbench.sim.calibrate import compare_with_simulation, measured_costs
 from ppbench.measure.metrics import step_metrics
 from ppbench.measure.results import Run
+from ppbench.plan.placement import Placement
 from ppbench.plan.schedules import build_schedule
-from ppbench.sim.simulator import Costs, simulate, simulated_events
+from ppbench.sim.calibrate import compare_with_simulation, measured_costs
+from ppbench.sim.costs import Costs
+from ppbench.sim.simulator import simulate, simulated_events
 
 COSTS = Costs(fwd=2.0, bwd=4.0, wgrad=0.0, comm=0.3, overhead=0.1)
 
 
 def fake_run(schedule: str, p: int, m: int, transport: str, costs: Costs = COSTS) -> Run:
-    events = simulated_events(simulate(build_schedule(schedule, p, m), costs, transport), p, m)
+    events = simulated_events(simulate(build_schedule(schedule, p, m), costs, transport), Placement.looped(p), m)
     waits = []
-    for rank, mine in events[events["op"].isin(["F", "B", "W"])].groupby("rank"):
+    for rank, mine in events[events["op"].isin(["F", "I", "W", "B"])].groupby("rank"):
         mine = mine.sort_values("start")
         ready = [costs.overhead] + list(mine["end"].to_numpy()[:-1] + costs.overhead)
         for begin, start in zip(ready, mine["start"]):
             if start > begin + 1e-12:                      # the rank was blocked: a real rank records a WAIT
-                waits.append((rank, "WAIT", -1, 0, begin, start, -1, -1, 0))
+                waits.append((rank, "WAIT", -1, -1, begin, start, -1, -1, 0))
     events = pd.concat([events, pd.DataFrame(waits, columns=events.columns)], ignore_index=True)
     events.insert(0, "step", 1)
     metrics = step_metrics(events, start=0.0)
@@ -35,13 +37,14 @@ def fake_run(schedule: str, p: int, m: int, transport: str, costs: Costs = COSTS
     return Run(Path("fake.parquet"), {"config": config, "summary": summary}, events)
 
 
-@pytest.mark.parametrize("schedule,transport", [("gpipe", "nonblocking"), ("1f1b", "nonblocking"),
-                                                ("1f1b", "blocking"), ("naive", "blocking")])
-def test_costs_come_back_and_the_simulation_reproduces_the_run(schedule, transport):
-    run = fake_run(schedule, 4, 8, transport)
+@pytest.mark.parametrize("schedule,transport,costs", [
+    ("gpipe", "nonblocking", COSTS), ("1f1b", "nonblocking", COSTS), ("1f1b", "blocking", COSTS),
+    ("naive", "blocking", COSTS), ("zb-h1", "nonblocking", Costs(2.0, 4.0, 1.5, 0.3, 0.1))])
+def test_costs_come_back_and_the_simulation_reproduces_the_run(schedule, transport, costs):
+    run = fake_run(schedule, 4, 8, transport, costs)
     got = measured_costs(run.events)
-    for field in ("fwd", "bwd", "comm", "overhead"):
-        assert getattr(got, field) == pytest.approx(getattr(COSTS, field), abs=1e-9), field
+    for field in ("fwd", "bwd", "wgrad", "comm", "overhead"):
+        assert getattr(got, field) == pytest.approx(getattr(costs, field), abs=1e-9), field
     row = compare_with_simulation(run)
     assert row["bubble_difference"] == pytest.approx(0.0, abs=1e-9)
     assert row["simulated"]["step_time"] == pytest.approx(row["measured"]["step_time"], abs=1e-9)
@@ -50,7 +53,8 @@ def test_costs_come_back_and_the_simulation_reproduces_the_run(schedule, transpo
 
 def test_sampling_identical_costs_changes_nothing():
     run = fake_run("1f1b", 3, 6, "nonblocking")
-    assert compare_with_simulation(run, samples=5)["simulated"] == pytest.approx(compare_with_simulation(run)["simulated"])
+    sampled = compare_with_simulation(run, samples=5)["simulated"]
+    assert sampled == pytest.approx(compare_with_simulation(run)["simulated"])
 
 
 def test_sampled_jitter_only_lengthens_a_pipeline_on_average():

@@ -64,10 +64,10 @@ def test_wrong_world_size_inside_mpiexec_exits_2_on_every_rank():
 
 
 @pytest.mark.parametrize("fault,stage,action", [
-    ("0:F1", 0, "F1 [F (forward) of microbatch 1"),
-    ("1:B0", 1, "B0 [B (backward) of microbatch 0"),
-    ("1:SEND_B2", 1, "SEND_B2 [SEND_B (send gradient) of microbatch 2"),
-    ("2:RECV_F1", 2, "RECV_F1 [RECV_F (receive activation) of microbatch 1"),
+    ("0:F1", 0, "0F1 [forward of microbatch 1 on stage 0]"),
+    ("1:B0", 1, "1B0 [full backward of microbatch 0 on stage 1]"),
+    ("1:SEND_B2", 1, "1SEND_B2 [send gradient of microbatch 2 on stage 1]"),
+    ("2:2RECV_F1", 2, "2RECV_F1 [receive activation of microbatch 1 on stage 2]"),
 ])
 def test_failure_on_one_rank_ends_the_whole_job(fault, stage, action):
     proc, elapsed = ppbench("check", "--pp", "3", "--microbatches", "3", "--fault", fault)
@@ -91,9 +91,9 @@ def test_mpi_test_failing_on_one_rank_aborts_the_job_instead_of_hanging():
 
 
 @pytest.mark.parametrize("fault,expected", [
-    ("2:F1:nan", "rank 2 (replica 0), stage 2, failed in action F1 [F (forward) of microbatch 1, chunk 0]: "
+    ("2:F1:nan", "rank 2 (replica 0), stage 2, failed in action 2F1 [forward of microbatch 1 on stage 2]: "
                  "FloatingPointError: loss of microbatch 1 is nan"),
-    ("0:F2:nan", "failed in action F2 [F (forward) of microbatch 2, chunk 0]: FloatingPointError: loss of microbatch 2"),
+    ("0:F2:nan", "failed in action 2F2 [forward of microbatch 2 on stage 2]: FloatingPointError: loss of microbatch 2"),
 ])
 def test_nan_loss_ends_the_job_naming_where_it_appeared(fault, expected):
     proc, elapsed = ppbench("check", "--pp", "3", "--microbatches", "3", "--fault", fault)
@@ -112,10 +112,10 @@ def test_step_time_limit_reports_who_waits_on_what():
     proc, elapsed = ppbench("run", "--pp", "3", "--microbatches", "3", "--no-save", "--step-timeout", "3",
                             "--fault", "1:B0:hang")
     assert proc.returncode != 0
-    assert "step time limit of 3 s exceeded: rank 1 (replica 0), stage 1, in action B0" in proc.stderr
-    assert ("step time limit of 3 s exceeded: rank 0 (replica 0), stage 0, in action B0 [B (backward) of "
-            "microbatch 0, chunk 0], waiting for RECV_B0 (gradient from rank 1)") in proc.stderr
-    assert "rank 2 (replica 0), stage 2, in action F2 [F (forward) of microbatch 2, chunk 0], waiting for RECV_F2 " \
+    assert "step time limit of 3 s exceeded: rank 1 (replica 0), stage 1, in action 1B0" in proc.stderr
+    assert ("step time limit of 3 s exceeded: rank 0 (replica 0), stage 0, in action 0B0 [full backward of "
+            "microbatch 0 on stage 0], waiting for 0RECV_B0 (gradient from rank 1)") in proc.stderr
+    assert "rank 2 (replica 0), stage 2, in action 2F2 [forward of microbatch 2 on stage 2], waiting for 2RECV_F2 " \
            "(activation from rank 1)" in proc.stderr
     assert elapsed < 30
 

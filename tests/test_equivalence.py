@@ -8,11 +8,11 @@ inside ``run_check``, so every rank reaches the same verdict.
 import itertools
 
 import pytest
-
 from conftest import world_size
-from ppbench.run.check import TOLERANCE, run_check
+
 from ppbench.config import ConfigError, RunConfig
 from ppbench.plan.schedules import CHUNKED, NEEDS_NONBLOCKING, SCHEDULES
+from ppbench.run.check import TOLERANCE, run_check
 
 WORLD = world_size()
 GRIDS = [g for g in [(1, 1), (2, 1), (1, 2), (4, 1), (2, 2)] if g[0] * g[1] == WORLD]
@@ -108,17 +108,12 @@ def test_wrong_world_size_is_rejected_on_every_rank_before_any_work():
 
 @pytest.mark.mpi
 def test_a_broken_pipeline_is_detected():
-    """The comparison can fail: a different seed for the reference must not pass."""
+    """The comparison can fail: a reference built from another seed must not pass."""
     from mpi4py import MPI
 
-    from ppbench.run import check as check_module
+    from ppbench.run.reference import Reference
 
     pp, dp = GRIDS[0]
-    cfg = RunConfig(pp=pp, dp=dp, microbatches=2)
-    original = check_module.Reference
-    check_module.Reference = lambda c, device: original(RunConfig(**{**c.to_dict(), "seed": c.seed + 1}), device)
-    try:
-        result = check_module.run_check(cfg, MPI.COMM_WORLD)
-    finally:
-        check_module.Reference = original
+    result = run_check(RunConfig(pp=pp, dp=dp, microbatches=2), MPI.COMM_WORLD,
+                       reference=lambda c, device: Reference(RunConfig(**{**c.to_dict(), "seed": c.seed + 1}), device))
     assert not result["passed"] and result["grad_max_rel_err"] > 1e-3

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import world_size
+
 from ppbench.config import ConfigError, RunConfig
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; torch sees none here")

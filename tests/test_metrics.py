@@ -6,14 +6,15 @@ import math
 import pandas as pd
 import pytest
 
-from ppbench.plan import theory
 from ppbench.measure.metrics import step_metrics
-from ppbench.plan.schedules import CHUNKED, SCHEDULES, build_schedule, schedule_problem
-from ppbench.sim.simulator import Costs, simulate, simulated_events
+from ppbench.plan import theory
+from ppbench.plan.schedules import CHUNKED, SCHEDULES, build_schedule, placement_for, schedule_problem
+from ppbench.sim.costs import Costs
+from ppbench.sim.simulator import simulate, simulated_events
 
 
 def frame(rows):
-    return pd.DataFrame(rows, columns=["rank", "op", "mb", "chunk", "start", "end", "peer", "tag", "nbytes"])
+    return pd.DataFrame(rows, columns=["rank", "op", "mb", "stage", "start", "end", "peer", "tag", "nbytes"])
 
 
 def test_hand_built_two_rank_step():
@@ -88,18 +89,19 @@ def test_no_transfers_means_no_overlap_value():
 @pytest.mark.parametrize("p", range(1, 17))
 def test_simulated_bubble_and_peak_in_flight_equal_closed_forms(name, p):
     v = 2 if name in CHUNKED else 1
-    costs = Costs(1, 1, 1) if name == "zb-h1" else Costs(1, 2)
+    costs = Costs(1, 2, 1)          # F = 1, B = 2 = I + W
     for m in (*range(1, 17), 24, 32, 48, 64):
         if schedule_problem(name, p, m, v) or (name == "zb-h1" and m < p):   # zb-h1's closed form needs m >= p
             continue
-        result = simulate(build_schedule(name, p, m, v), costs, "nonblocking", v=v)
-        metrics = step_metrics(simulated_events(result, p, m, v), start=0.0)
+        placement = placement_for(name, p, v)
+        result = simulate(build_schedule(name, p, m, v), costs, "nonblocking", placement)
+        metrics = step_metrics(simulated_events(result, placement, m), start=0.0)
         assert metrics["bubble_mean"] == pytest.approx(theory.bubble_fraction(name, p, m, v), abs=1e-12)
         assert metrics["bubble_max"] == pytest.approx(theory.bubble_fraction(name, p, m, v), abs=1e-12)
         for r in range(p):
             live = peak = 0
             for e in sorted(result.by_rank(r), key=lambda e: e.start):
-                live += (e.action.op == "F") - (e.action.op == "B")
+                live += (e.action.op == "F") - e.action.op.is_backward
                 peak = max(peak, live)
             assert peak == theory.peak_in_flight(name, p, m, r, v)
 
@@ -113,3 +115,14 @@ def test_communication_cost_lengthens_the_simulated_step():
     free = simulate(build_schedule("gpipe", 4, 4), Costs(1, 2, 0, 0)).makespan
     paid = simulate(build_schedule("gpipe", 4, 4), Costs(1, 2, 0, 0.5)).makespan
     assert free == (4 + 3) * 3 and paid > free
+
+
+def test_clock_offset_reads_rank_0s_clock():
+    """Rank 0's clock runs 100 s ahead: we sent at 10.0 and heard back at 11.0 that it read 110.5."""
+    from ppbench.run.tracer import Tracer, offset_from_ping
+
+    offset = offset_from_ping(10.0, 110.5, 11.0)
+    assert offset == 100.0
+    tracer = Tracer(offset)
+    import time
+    assert tracer.now() - time.perf_counter() == pytest.approx(100.0, abs=1e-3)

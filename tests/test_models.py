@@ -63,3 +63,32 @@ def test_split_report_names_layers_and_parameters():
     text = describe_split(layers, partition_layers(layers, 2))
     assert text.splitlines() == ["stage 0: layers 0..3 (4 layers, 1,088 parameters)",
                                  "stage 1: layers 4..7 (4 layers, 1,088 parameters)"]
+
+
+def test_saved_activation_bytes_are_counted_to_the_byte():
+    """Two tanh MLP layers of width 16, batch 2, float64 (256 bytes per activation): autograd keeps
+    each Linear's input (the first is the stage input; the second's is the first tanh's output,
+    the same storage, counted once) and each tanh's output; weights are parameters, not counted.
+    So 3 x 256 = 768 bytes."""
+    import torch
+
+    from ppbench.run.stages import SavedBytes
+
+    layers = torch.nn.Sequential(*models.build_layers(models.model_config("mlp", "tiny"), 0, torch.float64)[:2])
+    x = torch.randn(2, 16, dtype=torch.float64, requires_grad=True)
+    _, nbytes = SavedBytes(layers).measure(lambda: layers(x))
+    assert nbytes == 3 * 2 * 16 * 8
+
+
+def test_the_executor_holds_peak_in_flight_times_the_bytes_of_one_microbatch():
+    """GPipe on one stage of 8 such layers: all m microbatches' activations are alive at once."""
+    from ppbench.config import RunConfig
+    from ppbench.run.local import LocalPipeline
+
+    m, batch = 3, 6                              # 2 samples per microbatch
+    _, stats = LocalPipeline(RunConfig(schedule="gpipe", pp=1, microbatches=m, global_batch=batch)).forward_backward(0)
+    # the microbatch input and the 7 tanh outputs (each also the next Linear's input), the last
+    # Linear's output and the target (both kept by the MSE loss): 10 tensors of 2 x 16 float64.
+    # Input and target are views into the global batch: their own 256 bytes count, not the batch's.
+    per_microbatch = 10 * 2 * 16 * 8
+    assert stats[0].peak_in_flight == m and stats[0].peak_saved_bytes == m * per_microbatch

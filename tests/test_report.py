@@ -9,14 +9,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ppbench.plan import theory
 from ppbench.config import RunConfig
-from ppbench.run.launch import _LAUNCHER_VARS
 from ppbench.measure.metrics import step_metrics
-from ppbench.report.summary import run_report
 from ppbench.measure.results import write_run
+from ppbench.plan import theory
+from ppbench.plan.placement import Placement
 from ppbench.plan.schedules import build_schedule
-from ppbench.sim.simulator import Costs, simulate, simulated_events
+from ppbench.report.summary import run_report
+from ppbench.run.launch import _LAUNCHER_VARS
+from ppbench.sim.costs import Costs
+from ppbench.sim.simulator import simulate, simulated_events
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ENV = {"host": "fixture-host", "cores": 2, "device": "cpu", "mpi_library": "MPICH Version: test", "torch": "x",
@@ -26,7 +28,8 @@ ENV = {"host": "fixture-host", "cores": 2, "device": "cpu", "mpi_library": "MPIC
 def fixture_run(directory, schedule="1f1b", pp=2, m=4, step_times=(1.0, 1.2, 1.1), workload="synthetic"):
     """A result file whose events come from the simulator, scaled so each step takes the given time."""
     cfg = RunConfig(schedule=schedule, pp=pp, microbatches=m, workload=workload)
-    base = simulated_events(simulate(build_schedule(schedule, pp, m), Costs(1, 2, 0, 0.1), "nonblocking"), pp, m)
+    result = simulate(build_schedule(schedule, pp, m), Costs(1, 2, 0, 0.1), "nonblocking")
+    base = simulated_events(result, Placement.looped(pp), m)
     frames, steps = [], []
     for step, target in enumerate(step_times, start=1):
         metrics = step_metrics(base, start=0.0)
@@ -93,7 +96,8 @@ def test_empty_directory_is_an_error(tmp_path):
 def test_baseline_comparison_gives_ratios(tmp_path):
     fixture_run(tmp_path / "new", step_times=(1.0,))
     fixture_run(tmp_path / "old", step_times=(2.0,))
-    code, text, _ = run_report(str(tmp_path / "new"), "json", None, None, None, None, str(tmp_path / "old"), write=False)
+    code, text, _ = run_report(str(tmp_path / "new"), "json", None, None, None, None, str(tmp_path / "old"),
+                               write=False)
     rows = pd.read_json(pd.io.common.StringIO(text))
     assert code == 0 and rows["step_time_ratio"].iloc[0] == pytest.approx(0.5)
 

@@ -12,7 +12,7 @@ from ppbench.measure.results import SCHEMA_VERSION, ResultFileError, config_key,
 
 
 def events():
-    return pd.DataFrame({"step": [1, 1], "rank": [0, 1], "op": ["F", "RECV_F"], "mb": [0, 0], "chunk": [0, 0],
+    return pd.DataFrame({"step": [1, 1], "rank": [0, 1], "op": ["F", "RECV_F"], "stage": [0, 1], "mb": [0, 0],
                          "start": [0.0, 0.25], "end": [1.5, 2.0], "peer": [-1, 0], "tag": [-1, 0],
                          "nbytes": [0, 4096]})
 
@@ -65,3 +65,47 @@ def test_foreign_truncated_and_newer_files_are_named_and_skipped(tmp_path):
     assert f"newer.parquet: schema version {SCHEMA_VERSION + 1} is newer" in text
     with pytest.raises(ResultFileError):
         read_run(newer)
+
+
+def test_an_interrupted_write_leaves_no_result_file(tmp_path, monkeypatch):
+    """The file appears under its name only once complete: a writer killed half-way leaves a hidden
+    .partial file, which no reader picks up."""
+    from ppbench.measure import results
+
+    def half_written(table, path):
+        with open(path, "wb") as fh:
+            fh.write(b"PAR1 truncated")
+        raise KeyboardInterrupt          # the writer dies here
+
+    monkeypatch.setattr(results.pq, "write_table", half_written)
+    with pytest.raises(KeyboardInterrupt):
+        write(tmp_path)
+    assert list(tmp_path.glob("*.parquet")) == [] and len(list(tmp_path.glob(".*.partial"))) == 1
+    assert load_runs(tmp_path) == ([], [])
+
+
+def schema_1_file(tmp_path, schedule: str, pp: int, rows: list[tuple]) -> str:
+    """A result file as ppbench 0.1 wrote it: rank-local chunk, and B for ZB-H1's input gradient."""
+    frame = pd.DataFrame(rows, columns=["step", "rank", "op", "mb", "chunk", "start", "end", "peer", "tag", "nbytes"])
+    config = RunConfig(schedule=schedule, pp=pp).to_dict()
+    meta = {"schema": 1, "run_id": "old", "config_key": config_key(config), "config": config, "environment": {},
+            "steps": [], "summary": {}}
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_table(table.replace_schema_metadata({b"ppbench": json.dumps(meta).encode()}), tmp_path / "old.parquet")
+    return tmp_path / "old.parquet"
+
+
+def test_schema_1_files_are_read_in_schema_2_terms(tmp_path):
+    # interleaved, pp = 2: world rank 3 is stage 1 of replica 1; its chunk 1 is virtual stage 1 x 2 + 1 = 3
+    path = schema_1_file(tmp_path, "interleaved", 2, [(1, 3, "F", 0, 1, 0.0, 1.0, -1, -1, 0),
+                                                     (1, 2, "SEND_F", 0, 0, 0.0, 1.0, 3, 0, 8),
+                                                     (1, 2, "WAIT", -1, 0, 0.0, 1.0, -1, -1, 0)])
+    events = read_run(path).events
+    assert "chunk" not in events and list(events["stage"]) == [3, 0, -1]
+    zb = schema_1_file(tmp_path, "zb-h1", 2, [(1, 0, "F", 0, 0, 0.0, 1.0, -1, -1, 0),
+                                               (1, 0, "B", 0, 0, 1.0, 2.0, -1, -1, 0),
+                                               (1, 0, "W", 0, 0, 2.0, 3.0, -1, -1, 0)])
+    assert list(read_run(zb).events["op"]) == ["F", "I", "W"]
+    fused = schema_1_file(tmp_path, "1f1b", 2, [(1, 0, "F", 0, 0, 0.0, 1.0, -1, -1, 0),
+                                                 (1, 0, "B", 0, 0, 1.0, 2.0, -1, -1, 0)])
+    assert list(read_run(fused).events["op"]) == ["F", "B"]

@@ -5,12 +5,24 @@ from collections import Counter
 
 import pytest
 
-from ppbench.plan.actions import Action, parse_action
 from ppbench.cli import main
 from ppbench.plan import theory
-from ppbench.plan.schedules import (CHUNKED, NEEDS_NONBLOCKING, SCHEDULES, add_communication, build_schedule, compute_order, peak_in_flight,
-                               schedule_problem, warmup_forwards)
-from ppbench.sim.simulator import Costs, DeadlockError, peer_rank, simulate
+from ppbench.plan.actions import Action, Op, parse_action
+from ppbench.plan.comm import add_communication, message_key
+from ppbench.plan.placement import Placement
+from ppbench.plan.schedules import (
+    CHUNKED,
+    NEEDS_NONBLOCKING,
+    SCHEDULES,
+    build_schedule,
+    compute_order,
+    peak_in_flight,
+    placement_for,
+    schedule_problem,
+    warmup_forwards,
+)
+from ppbench.sim.costs import Costs
+from ppbench.sim.simulator import DeadlockError, simulate
 
 GRID = [(p, m) for p in range(1, 9) for m in range(1, 17)]
 # every valid (schedule, p, m, v) with p <= 8, m <= 16; interleaved with v = 2 and 3
@@ -19,14 +31,15 @@ CASES = [(name, p, m, v) for name in SCHEDULES for v in ((2, 3) if name in CHUNK
 case_ids = [f"{n}-p{p}-m{m}-v{v}" for n, p, m, v in CASES]
 
 
-def unit(name: str) -> Costs:
-    """F = B = W = 1 for split-backward schedules (ZB-H1's theory); F = 1, B = 2 otherwise."""
-    return Costs(fwd=1, bwd=1, wgrad=1) if name == "zb-h1" else Costs(fwd=1, bwd=2)
+#: F = 1, B = 2; a split backward is I = W = 1 (ZB-H1's theory)
+UNIT = Costs(fwd=1, bwd=2, wgrad=1)
 
 
 def plan(text: str) -> list[list[Action]]:
-    """Rows of action strings, one row per rank, as in the pipeline diagram."""
-    return [[parse_action(a) for a in row.split()] for row in text.strip().splitlines()]
+    """Rows of actions, one row per rank, as in the pipeline diagram. PyTorch's action text
+    (``2F0``); an action without a stage (``F0``) is on the stage numbered like its row."""
+    return [[parse_action(a if a[0].isdigit() else f"{r}{a}") for a in row.split()]
+            for r, row in enumerate(text.strip().splitlines())]
 
 
 def test_gpipe_plan_written_out():
@@ -54,29 +67,29 @@ def test_naive_plan_with_communication_written_out():
 
 
 @pytest.mark.parametrize("name,p,m,v", CASES, ids=case_ids)
-def test_every_microbatch_and_chunk_runs_each_pass_once_in_order(name, p, m, v):
-    everything = sorted((i, c) for i in range(m) for c in range(v))
+def test_every_microbatch_and_stage_runs_each_pass_once_in_order(name, p, m, v):
+    placement = placement_for(name, p, v)
     for r in range(p):
+        everything = sorted((s, i) for i in range(m) for s in placement.stages_of(r))
         order = compute_order(name, p, m, r, v)
-        passes = ("F", "B", "W") if any(a.op == "W" for a in order) else ("F", "B")
+        passes = (Op.F, Op.I, Op.W) if any(a.op is Op.W for a in order) else (Op.F, Op.B)
         for op in passes:
-            assert sorted((a.mb, a.chunk) for a in order if a.op == op) == everything, op
-        position = {str(a): i for i, a in enumerate(order)}
-        for i, c in everything:
-            chain = [position[str(Action(op, i, c))] for op in passes]
-            assert chain == sorted(chain)                       # F before B before W
+            assert sorted((a.stage, a.mb) for a in order if a.op is op) == everything, op
+        position = {a: i for i, a in enumerate(order)}
+        for s, i in everything:
+            chain = [position[Action(s, op, i)] for op in passes]
+            assert chain == sorted(chain)                       # F before I before W (or F before B)
 
 
 @pytest.mark.parametrize("name,p,m,v", CASES, ids=case_ids)
 def test_every_send_has_its_receive(name, p, m, v):
     ranks = build_schedule(name, p, m, v)
-    sends = Counter((r, *peer_rank(a, r, p, v), a.direction, a.mb) for r, acts in enumerate(ranks) for a in acts
-                    if a.is_send)
-    recvs = Counter((*peer_rank(a, r, p, v), r, a.chunk, a.direction, a.mb) for r, acts in enumerate(ranks)
-                    for a in acts if a.is_recv)
-    assert Counter((s, d, dc, k, mb) for s, d, dc, k, mb in sends.elements()) == \
-        Counter((s, d, dc, k, mb) for s, sc, d, dc, k, mb in recvs.elements())
-    assert sum(sends.values()) == 2 * m * (p * v - 1)   # one activation and one gradient per boundary and microbatch
+    stages = p * v
+    sends = Counter(message_key(a, stages) for acts in ranks for a in acts if a.is_send)
+    recvs = Counter(message_key(a, stages) for acts in ranks for a in acts if a.is_recv)
+    assert sends == recvs
+    assert max(sends.values(), default=1) == 1
+    assert sum(sends.values()) == 2 * m * (stages - 1)   # one activation and one gradient per boundary and microbatch
 
 
 @pytest.mark.parametrize("name,p,m,v,mode", [(*c, mode) for c in CASES for mode in ("blocking", "nonblocking")
@@ -85,7 +98,7 @@ def test_every_send_has_its_receive(name, p, m, v):
                               if mode == "nonblocking" or c[0] not in NEEDS_NONBLOCKING])
 def test_no_deadlock_and_bubble_matches_theory(name, p, m, v, mode):
     # interleaved and zb-h1 are only allowed with the non-blocking transport (see the deadlock test)
-    result = simulate(build_schedule(name, p, m, v), unit(name), mode=mode, v=v)
+    result = simulate(build_schedule(name, p, m, v), UNIT, mode=mode)
     for r in range(p):
         busy = sum(e.end - e.start for e in result.by_rank(r) if e.action.is_compute)
         if name == "zb-h1" and m < p:     # the closed form needs m >= p; fewer never does worse than 1F1B
@@ -104,24 +117,24 @@ def test_peak_in_flight_matches_theory(name, p, m, v):
 def test_1f1b_warmup_and_peak_in_flight(p, m):
     for r in range(p):
         order = compute_order("1f1b", p, m, r)
-        first_b = next(i for i, a in enumerate(order) if a.op == "B")
+        first_b = next(i for i, a in enumerate(order) if a.op is Op.B)
         assert warmup_forwards(p, m, r) == min(p - r - 1, m)
-        assert order[:warmup_forwards(p, m, r)] == [Action("F", i) for i in range(min(p - r - 1, m))]
+        assert order[:warmup_forwards(p, m, r)] == [Action(r, Op.F, i) for i in range(min(p - r - 1, m))]
         # warm-up forwards, plus the first steady-state forward when any microbatch is left
         assert first_b == min(p - r, m)
         assert peak_in_flight(order) == min(p - r, m)
 
 
 def test_naive_keeps_one_stage_busy_at_a_time():
-    result = simulate(build_schedule("naive", 4, 3), Costs(fwd=1, bwd=2))
+    result = simulate(build_schedule("naive", 4, 3), UNIT)
     spans = sorted((e.start, e.end) for e in result.events if e.action.is_compute)
     assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
 
 
 def test_interleaved_deadlocks_if_every_transfer_must_finish_before_computing():
     with pytest.raises(DeadlockError) as info:
-        simulate(build_schedule("interleaved", 2, 4, 2), mode="blocking", v=2)
-    assert info.value.stuck == {0: "F3", 1: "F2"}
+        simulate(build_schedule("interleaved", 2, 4, 2), mode="blocking")
+    assert info.value.stuck == {0: "0F3", 1: "1F2"}
 
 
 def test_deadlock_is_reported_with_the_stuck_actions():
@@ -131,8 +144,8 @@ def test_deadlock_is_reported_with_the_stuck_actions():
     """)
     with pytest.raises(DeadlockError) as info:
         simulate(ranks)
-    assert info.value.stuck == {0: "F0", 1: "F0"}
-    assert "rank 0: RECV_B0 [F0] SEND_F0 B0" in str(info.value)
+    assert info.value.stuck == {0: "0F0", 1: "1F0"}
+    assert "rank 0: 0RECV_B0 [0F0] 0SEND_F0 0B0" in str(info.value)
 
 
 def test_unknown_schedule_and_bad_sizes_are_rejected():
@@ -149,30 +162,30 @@ def test_unknown_schedule_and_bad_sizes_are_rejected():
 def test_interleaved_plan_written_out():
     # p = 2, v = 2, m = 4: forwards cycle chunk 0 over microbatches 0-1, chunk 1 over 0-1, then 2-3
     assert [compute_order("interleaved", 2, 4, r, 2) for r in range(2)] == plan("""
-        F0 F1 F0c1 F1c1 F2 B0c1 F3 B1c1 F2c1 B0 F3c1 B1 B2c1 B3c1 B2 B3
-        F0 F1 F0c1 B0c1 F1c1 B1c1 F2 B0 F3 B1 F2c1 B2c1 F3c1 B3c1 B2 B3
+        0F0 0F1 2F0 2F1 0F2 2B0 0F3 2B1 2F2 0B0 2F3 0B1 2B2 2B3 0B2 0B3
+        1F0 1F1 3F0 3B0 3F1 3B1 1F2 1B0 1F3 1B1 3F2 3B2 3F3 3B3 1B2 1B3
     """)
 
 
 def test_zb_h1_plan_written_out():
-    # W's wait while B's and F's are ready, at most p - 1 of them pending; they fill the cool-down
+    # W's wait while I's and F's are ready, at most p - 1 of them pending; they fill the cool-down
     assert [compute_order("zb-h1", 3, 6, r) for r in range(3)] == plan("""
-        F0 F1 F2 B0 F3 B1 F4 B2 W0 F5 B3 W1 W2 B4 W3 W4 B5 W5
-        F0 F1 B0 F2 B1 F3 B2 W0 F4 B3 W1 F5 B4 W2 W3 B5 W4 W5
-        F0 B0 F1 B1 F2 B2 W0 F3 B3 W1 F4 B4 W2 F5 B5 W3 W4 W5
+        F0 F1 F2 I0 F3 I1 F4 I2 W0 F5 I3 W1 W2 I4 W3 W4 I5 W5
+        F0 F1 I0 F2 I1 F3 I2 W0 F4 I3 W1 F5 I4 W2 W3 I5 W4 W5
+        F0 I0 F1 I1 F2 I2 W0 F3 I3 W1 F4 I4 W2 F5 I5 W3 W4 W5
     """)
 
 
 def test_zb_h1_step_is_shorter_than_1f1b_by_the_weight_gradients():
-    # F = B = W = 1: 1F1B (B and W fused) needs 3(m + p - 1), ZB-H1 3m + p - 1
+    # F = I = W = 1: 1F1B (I and W fused in B = 2) needs 3(m + p - 1), ZB-H1 3m + p - 1
     for p, m in ((4, 8), (8, 16)):
-        zb = simulate(build_schedule("zb-h1", p, m), Costs(1, 1, 1), "nonblocking").makespan
-        ref = simulate(build_schedule("1f1b", p, m), Costs(1, 2, 0), "nonblocking").makespan
+        zb = simulate(build_schedule("zb-h1", p, m), UNIT, "nonblocking").makespan
+        ref = simulate(build_schedule("1f1b", p, m), UNIT, "nonblocking").makespan
         assert (zb, ref) == (3 * m + p - 1, 3 * (m + p - 1))
 
 
 def test_single_stage_needs_no_communication():
-    assert add_communication(compute_order("1f1b", 1, 3, 0), 1, 0) == plan("F0 B0 F1 B1 F2 B2")[0]
+    assert add_communication(compute_order("1f1b", 1, 3, 0), Placement.looped(1)) == plan("F0 B0 F1 B1 F2 B2")[0]
 
 
 def test_schedule_command_prints_json(capsys):
@@ -186,14 +199,14 @@ def test_schedule_command_prints_json(capsys):
 def test_schedule_command_prints_table_and_timeline(capsys):
     assert main(["schedule", "gpipe", "-p", "2", "-m", "2"]) == 0
     out = capsys.readouterr().out
-    assert "rank 0: F0 F1 B0 B1" in out
+    assert "rank 0: 0F0 0F1 0B0 0B1" in out
     # F = 1 unit, B = 2: rank 0 idles from t=2 until rank 1's B0 ends at t=5
     assert "rank 0 |F0F1......B0B0B1B1|" in out
     assert "rank 1 |..F0F1B0B0B1B1....|" in out
 
 
-def test_schedule_command_names_chunks_in_the_interleaved_timeline(capsys):
+def test_schedule_command_names_stages_in_the_interleaved_timeline(capsys):
     assert main(["schedule", "interleaved", "-p", "2", "-m", "2"]) == 0
     out = capsys.readouterr().out
-    assert "rank 0: F0 F1 F0c1 F1c1 B0c1 B1c1 B0 B1" in out
-    assert "F0c1" in out.split("timeline")[1] and "B1c1" in out.split("timeline")[1]
+    assert "rank 0: 0F0 0F1 2F0 2F1 2B0 2B1 0B0 0B1" in out
+    assert "2F0" in out.split("timeline")[1] and "2B1" in out.split("timeline")[1]

@@ -1,12 +1,11 @@
 """Metrics of one step, computed from its events only (measured or simulated alike).
 
-Events: a DataFrame with columns rank, op, mb, chunk, start, end, peer, tag, nbytes (seconds;
-one step). Definitions (README "Metrics" says the same):
+Events: a table as :mod:`ppbench.measure.events` describes it (one step). Definitions (README "Metrics" says the same):
 
 - step time T: from the step's start (the end of the barrier before it) to the end of the last
   schedule action (compute or transfer) on any rank. The data-parallel Allreduce and the
   optimizer come after the schedule and are reported apart.
-- busy time C_r: summed duration of rank r's F, B and W events.
+- busy time C_r: summed duration of rank r's compute events (F, I, W, B).
 - bubble fraction of rank r: 1 - C_r / T; reported as mean and max over ranks.
 - utilization: 1 - mean bubble fraction.
 - transfer interval of one end of a message: from the moment both ends had posted (the later
@@ -28,20 +27,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["COMPUTE", "TRANSFER", "step_metrics", "overlap", "transfer_intervals", "events_frame"]
+from ppbench.measure.events import COMPUTE, TRANSFER
 
-COMPUTE = ("F", "B", "W")
-TRANSFER = ("SEND_F", "RECV_F", "SEND_B", "RECV_B")
-
-
-def events_frame(rows: np.ndarray, columns: tuple[str, ...], ops: tuple[str, ...]) -> pd.DataFrame:
-    """Turn gathered float rows into a typed events table (``op`` as text)."""
-    frame = pd.DataFrame(rows, columns=list(columns))
-    for col in frame.columns:
-        if col not in ("start", "end"):
-            frame[col] = frame[col].astype("int64")
-    frame["op"] = pd.Categorical.from_codes(frame["op"], categories=list(ops)).astype(str)
-    return frame
+__all__ = ["COMPUTE", "TRANSFER", "step_metrics", "overlap", "transfer_intervals"]
 
 
 def step_metrics(events: pd.DataFrame, start: float | None = None, ranks: list[int] | None = None) -> dict:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,9 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 __all__ = ["SCHEMA_VERSION", "Run", "ResultFileError", "config_key", "write_run", "read_run", "load_runs",
-           "environment"]
+           "upgrade_events"]
 
-SCHEMA_VERSION = 1
+#: 2: events name the ``stage`` (schema 1 named the rank-local ``chunk``) and the split backward's
+#: first half is ``I`` (schema 1 called it ``B``); :func:`upgrade_events` reads schema 1.
+SCHEMA_VERSION = 2
 _META_KEY = b"ppbench"
 
 
@@ -88,7 +89,21 @@ def read_run(path: str | Path) -> Run:
     if schema > SCHEMA_VERSION:
         raise ResultFileError(f"{path}: schema version {schema} is newer than this ppbench understands "
                               f"({SCHEMA_VERSION}); upgrade ppbench to read it")
-    return Run(path, meta, table.to_pandas())
+    events = table.to_pandas()
+    return Run(path, meta, upgrade_events(events, meta["config"]) if schema < 2 else events)
+
+
+def upgrade_events(events: pd.DataFrame, config: dict) -> pd.DataFrame:
+    """Schema-1 events in schema 2's terms: stage = chunk x pp + rank (the looped placement, the
+    only one schema 1 had), and B -> I in runs whose backward was split (those with W events)."""
+    events = events.copy()
+    if "chunk" in events:
+        stage = events["chunk"] * config["pp"] + events["rank"] % config["pp"]
+        events.insert(events.columns.get_loc("chunk"), "stage", stage.where(events["mb"] >= 0, -1))   # WAIT etc.: -1
+        events = events.drop(columns="chunk")
+    if (events["op"] == "W").any():
+        events["op"] = events["op"].replace({"B": "I"})
+    return events
 
 
 def load_runs(directory: str | Path) -> tuple[list[Run], list[str]]:
@@ -100,29 +115,3 @@ def load_runs(directory: str | Path) -> tuple[list[Run], list[str]]:
         except ResultFileError as exc:
             skipped.append(f"skipped {exc}")
     return runs, skipped
-
-
-def environment(comm) -> dict:
-    """Where a run ran: versions, host, cores, MPI library, device, oversubscription."""
-    import mpi4py
-    import numpy
-    import torch
-    from mpi4py import MPI
-
-    from ppbench import __version__
-
-    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
-    ranks_here = local.Get_size()
-    local.Free()
-    hosts = sorted(set(comm.allgather(socket.gethostname())))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {
-        "ppbench": __version__, "torch": torch.__version__, "mpi4py": mpi4py.__version__,
-        "numpy": numpy.__version__, "pandas": pd.__version__, "python": os.sys.version.split()[0],
-        "mpi_library": MPI.Get_library_version().splitlines()[0].strip(),
-        "hosts": hosts, "host": hosts[0] if len(hosts) == 1 else f"{len(hosts)} hosts",
-        "cores": cores, "world_size": comm.Get_size(), "ranks_per_host": ranks_here,
-        "oversubscribed": ranks_here > (cores or 1),
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }

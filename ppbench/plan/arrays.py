@@ -1,10 +1,10 @@
 """Schedules as flat integer arrays, for simulating thousands of ranks in seconds.
 
-:mod:`ppbench.schedules` is the readable reference (one list of :class:`Action` per rank,
+:mod:`ppbench.plan.schedules` is the readable reference (one list of :class:`Action` per rank,
 what the executor runs). This module builds the same compute orders for every rank at once as
 numpy arrays, without creating an object per action; the tests check that both agree on every
 schedule for p <= 8, m <= 16. Communication is implicit: it is placed exactly as
-:func:`ppbench.schedules.add_communication` places it (receive before, send after).
+:func:`ppbench.plan.comm.add_communication` places it (receive just before, send just after).
 """
 
 from __future__ import annotations
@@ -14,25 +14,29 @@ from functools import cached_property
 
 import numpy as np
 
-from ppbench.plan.actions import Action, COMPUTE_OPS
-from ppbench.plan.schedules import schedule_problem
+from ppbench.plan.actions import COMPUTE_OPS, Action
+from ppbench.plan.placement import Placement
+from ppbench.plan.schedules import interleaved_warmup, placement_for, schedule_problem, warmup_forwards
 
-__all__ = ["OP_F", "OP_B", "OP_W", "ScheduleArrays", "schedule_arrays"]
+__all__ = ["OP_F", "OP_I", "OP_W", "OP_B", "ScheduleArrays", "schedule_arrays", "from_actions"]
 
-OP_F, OP_B, OP_W = 0, 1, 2
+OP_F, OP_I, OP_W, OP_B = (op.code for op in COMPUTE_OPS)
 
 
 @dataclass
 class ScheduleArrays:
     """Compute actions of all ranks, rank after rank: rank r owns ``offsets[r]:offsets[r + 1]``."""
 
-    p: int
+    placement: Placement
     m: int
-    v: int
-    op: np.ndarray       # int8: OP_F, OP_B or OP_W
+    op: np.ndarray       # int8: OP_F, OP_I, OP_W or OP_B
     mb: np.ndarray       # int32 microbatch
-    chunk: np.ndarray    # int32 model chunk (virtual stage = chunk * p + rank)
+    stage: np.ndarray    # int32 virtual stage
     offsets: np.ndarray  # int64, p + 1 entries
+
+    @property
+    def p(self) -> int:
+        return self.placement.p
 
     @cached_property
     def rank(self) -> np.ndarray:
@@ -40,10 +44,20 @@ class ScheduleArrays:
         return np.repeat(np.arange(self.p, dtype=np.int32), np.diff(self.offsets))
 
     def actions(self, rank: int) -> list[Action]:
-        """One rank's compute order as Actions (for comparison with :mod:`ppbench.schedules`)."""
+        """One rank's compute order as Actions (for comparison with :mod:`ppbench.plan.schedules`)."""
         lo, hi = self.offsets[rank], self.offsets[rank + 1]
-        return [Action(COMPUTE_OPS[o], int(b), int(c)) for o, b, c in zip(self.op[lo:hi], self.mb[lo:hi],
-                                                                           self.chunk[lo:hi])]
+        return [Action(int(s), COMPUTE_OPS[o], int(b)) for o, b, s in zip(self.op[lo:hi], self.mb[lo:hi],
+                                                                          self.stage[lo:hi])]
+
+
+def from_actions(ranks: list[list[Action]], placement: Placement, m: int) -> ScheduleArrays:
+    """The array form of any per-rank compute lists (communication actions are dropped)."""
+    compute = [[a for a in acts if a.is_compute] for acts in ranks]
+    flat = [a for acts in compute for a in acts]
+    offsets = np.concatenate([[0], np.cumsum([len(acts) for acts in compute])]).astype(np.int64)
+    return ScheduleArrays(placement, m, np.array([a.op.code for a in flat], dtype=np.int8),
+                          np.array([a.mb for a in flat], dtype=np.int32),
+                          np.array([a.stage for a in flat], dtype=np.int32), offsets)
 
 
 def _one_f_one_b_order(total: int, warmup: int) -> tuple[np.ndarray, np.ndarray]:
@@ -60,20 +74,19 @@ def _one_f_one_b_order(total: int, warmup: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def _rank_order(name: str, p: int, m: int, rank: int, v: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(op, mb, stage) of one rank."""
+    here = np.full(2 * m, rank, dtype=np.int64)
     if name == "naive":
-        return np.tile([OP_F, OP_B], m), np.repeat(np.arange(m), 2), np.zeros(2 * m, dtype=np.int64)
+        return np.tile([OP_F, OP_B], m), np.repeat(np.arange(m), 2), here
     if name == "gpipe":
-        return np.repeat([OP_F, OP_B], m), np.tile(np.arange(m), 2), np.zeros(2 * m, dtype=np.int64)
+        return np.repeat([OP_F, OP_B], m), np.tile(np.arange(m), 2), here
     if name == "1f1b":
-        backward, index = _one_f_one_b_order(m, min(p - rank - 1, m))
-        return np.where(backward, OP_B, OP_F), index, np.zeros(2 * m, dtype=np.int64)
+        backward, index = _one_f_one_b_order(m, warmup_forwards(p, m, rank))
+        return np.where(backward, OP_B, OP_F), index, here
     if name == "interleaved":
-        total = m * v
-        warmup = total if m == p else min(2 * (p - rank - 1) + (v - 1) * p, total)
-        backward, k = _one_f_one_b_order(total, warmup)
-        chunk = (k // p) % v
-        return (np.where(backward, OP_B, OP_F), (k // (p * v)) * p + k % p,
-                np.where(backward, v - 1 - chunk, chunk))
+        backward, k = _one_f_one_b_order(m * v, interleaved_warmup(p, m, rank, v))
+        chunk = np.where(backward, v - 1 - (k // p) % v, (k // p) % v)
+        return np.where(backward, OP_B, OP_F), (k // (p * v)) * p + k % p, chunk * p + rank
     raise ValueError(f"no array form for schedule {name!r}")
 
 
@@ -82,15 +95,15 @@ def schedule_arrays(name: str, p: int, m: int, v: int = 1) -> ScheduleArrays:
     problem = schedule_problem(name, p, m, v)
     if problem:
         raise ValueError(problem)
+    placement = placement_for(name, p, v)
     if name == "zb-h1":
         from ppbench.plan.zero_bubble import zb_h1_arrays
 
         op, mb = zb_h1_arrays(p, m)
-        chunk = np.zeros(op.size, dtype=np.int32)
+        stage = np.repeat(np.arange(p, dtype=np.int32), 3 * m)
         offsets = np.arange(p + 1, dtype=np.int64) * 3 * m
-        return ScheduleArrays(p, m, v, op.astype(np.int8), mb.astype(np.int32), chunk, offsets)
+        return ScheduleArrays(placement, m, op.astype(np.int8), mb.astype(np.int32), stage, offsets)
     parts = [_rank_order(name, p, m, r, v) for r in range(p)]
-    sizes = [len(part[0]) for part in parts]
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    op, mb, chunk = (np.concatenate([part[i] for part in parts]) for i in range(3))
-    return ScheduleArrays(p, m, v, op.astype(np.int8), mb.astype(np.int32), chunk.astype(np.int32), offsets)
+    offsets = np.concatenate([[0], np.cumsum([len(part[0]) for part in parts])]).astype(np.int64)
+    op, mb, stage = (np.concatenate([part[i] for part in parts]) for i in range(3))
+    return ScheduleArrays(placement, m, op.astype(np.int8), mb.astype(np.int32), stage.astype(np.int32), offsets)

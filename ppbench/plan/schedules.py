@@ -1,30 +1,33 @@
 """Pipeline schedules as pure data: one ordered action list per rank, no MPI, no torch.
 
-A schedule function returns the *compute* order of one rank (F/B/W actions). The pass
-:func:`add_communication` then inserts the matching sends and receives, so every schedule
-shares one definition of who talks to whom. Virtual stage ``s = chunk * p + rank`` holds
-the s-th contiguous piece of the model (``v`` pieces per rank, ``v = 1`` unless interleaved).
+A schedule function returns the *compute* order of one rank (F, B or I/W actions on the stages
+its placement gives that rank). The pass :func:`ppbench.plan.comm.add_communication` then
+inserts the matching sends and receives, so every schedule shares one definition of who talks
+to whom. Adding a schedule means adding one function and one :class:`Schedule` entry.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
 
-from ppbench.plan.actions import COMPUTE_OPS, Action
+from ppbench.plan.actions import Action, Op
+from ppbench.plan.placement import Placement
 
-__all__ = ["SCHEDULES", "CHUNKED", "NEEDS_NONBLOCKING", "schedule_problem", "compute_order", "add_communication",
-           "build_schedule", "warmup_forwards", "peak_in_flight"]
+__all__ = ["Schedule", "SCHEDULES", "CHUNKED", "NEEDS_NONBLOCKING", "schedule_problem", "compute_order",
+           "build_schedule", "placement_for", "warmup_forwards", "interleaved_warmup", "peak_in_flight"]
 
 
 def naive(p: int, m: int, rank: int, v: int = 1) -> list[Action]:
     """The chapter's simple pipeline: microbatch i goes forward through every stage and back
     before microbatch i + 1 starts, so only one stage ever works."""
-    return [a for i in range(m) for a in (Action("F", i), Action("B", i))]
+    return [a for i in range(m) for a in (Action(rank, Op.F, i), Action(rank, Op.B, i))]
 
 
 def gpipe(p: int, m: int, rank: int, v: int = 1) -> list[Action]:
     """GPipe (Huang et al., 2019): all m forwards, then all m backwards, then flush."""
-    return [Action("F", i) for i in range(m)] + [Action("B", i) for i in range(m)]
+    return [Action(rank, Op.F, i) for i in range(m)] + [Action(rank, Op.B, i) for i in range(m)]
 
 
 def warmup_forwards(p: int, m: int, rank: int) -> int:
@@ -39,30 +42,39 @@ def one_f_one_b(p: int, m: int, rank: int, v: int = 1) -> list[Action]:
     microbatch has been forwarded. Cool-down: the remaining backwards.
     """
     warmup = warmup_forwards(p, m, rank)
-    order = [Action("F", i) for i in range(warmup)]
+    order = [Action(rank, Op.F, i) for i in range(warmup)]
     for i in range(m - warmup):                      # steady: F(warmup + i), B(i)
-        order += [Action("F", warmup + i), Action("B", i)]
-    order += [Action("B", i) for i in range(m - warmup, m)]  # cool-down
+        order += [Action(rank, Op.F, warmup + i), Action(rank, Op.B, i)]
+    order += [Action(rank, Op.B, i) for i in range(m - warmup, m)]  # cool-down
     return order
+
+
+def interleaved_warmup(p: int, m: int, rank: int, v: int) -> int:
+    """Forwards an interleaved-1F1B rank runs before its first backward: 2(p - r - 1) + (v - 1)p,
+    or all m v of them when m = p (Megatron-LM)."""
+    total = m * v
+    return total if m == p else min(2 * (p - rank - 1) + (v - 1) * p, total)
 
 
 def interleaved_1f1b(p: int, m: int, rank: int, v: int = 2) -> list[Action]:
     """Interleaved 1F1B (Narayanan et al., 2021, Megatron-LM): each rank holds v model chunks
-    (virtual stages r, p + r, ..., (v-1)p + r) and cycles through them in groups of p microbatches.
+    (looped placement: stages r, p + r, ..., (v-1)p + r) and cycles through them in groups of p
+    microbatches.
 
     Forward number k runs chunk (k // p) mod v on microbatch (k // pv) p + k mod p; backward
-    number k runs the chunks in reverse order. Warm-up: 2(p - r - 1) + (v - 1)p forwards (all of
-    them when m = p), then one forward one backward, then the remaining backwards.
-    Needs m to be a multiple of p (Megatron-LM's constraint).
+    number k runs the chunks in reverse order. Warm-up: :func:`interleaved_warmup`, then one
+    forward one backward, then the remaining backwards. Needs m to be a multiple of p.
     """
     total = m * v
 
     def nth(k: int, backward: bool) -> Action:
         chunk = (k // p) % v
         mb = (k // (p * v)) * p + k % p
-        return Action("B", mb, v - 1 - chunk) if backward else Action("F", mb, chunk)
+        if backward:
+            return Action((v - 1 - chunk) * p + rank, Op.B, mb)
+        return Action(chunk * p + rank, Op.F, mb)
 
-    warmup = total if m == p else min(2 * (p - rank - 1) + (v - 1) * p, total)
+    warmup = interleaved_warmup(p, m, rank, v)
     order = [nth(k, False) for k in range(warmup)]
     for k in range(total - warmup):
         order += [nth(warmup + k, False), nth(k, True)]
@@ -71,46 +83,102 @@ def interleaved_1f1b(p: int, m: int, rank: int, v: int = 2) -> list[Action]:
 
 
 def zero_bubble_h1(p: int, m: int, rank: int, v: int = 1) -> list[Action]:
-    """ZB-H1 (Qi et al., 2023): the backward is split into B (gradients for the stage input, on
+    """ZB-H1 (Qi et al., 2023): the backward is split into I (gradients for the stage input, on
     the critical path) and W (weight gradients, off it); W's fill the time 1F1B spends waiting.
 
-    The order is derived by list-scheduling all ranks at unit cost (F = B = W = 1): a free rank
-    runs, in this priority, a W if more than p - 1 of its W's are pending, a ready B, a ready F
-    if fewer than min(p - r, m) microbatches await their B (1F1B's activation count), any pending
-    W. For m >= p this reaches ZB-H1's step time, m(F + B + W) + (p - 1)(F + B - W).
+    The order is derived by list-scheduling all ranks at unit cost (F = I = W = 1), one clock
+    tick at a time. A rank runs, in this priority: a W if more than p - 1 of its W's are pending;
+    a ready I; a ready F if fewer than min(p - r, m) microbatches await their I (1F1B's
+    activation count); any pending W. For m >= p this reaches ZB-H1's step time,
+    m(F + I + W) + (p - 1)(F + I - W). (:mod:`ppbench.plan.zero_bubble` computes the same orders
+    as arrays, for thousands of ranks; a test keeps the two equal.)
     """
-    from ppbench.plan.zero_bubble import zb_h1_arrays
-
-    op, mb = zb_h1_arrays(p, m)
-    mine = slice(rank * 3 * m, (rank + 1) * 3 * m)
-    return [Action(COMPUTE_OPS[o], int(i)) for o, i in zip(op[mine], mb[mine])]
+    return list(_zb_h1_orders(p, m)[rank])
 
 
-ScheduleFn = Callable[..., list[Action]]
+@lru_cache(maxsize=64)
+def _zb_h1_orders(p: int, m: int) -> tuple[tuple[Action, ...], ...]:
+    finished: dict[tuple[int, Op, int], int] = {}     # (stage, op, microbatch) -> tick it ends
+    orders: list[list[Action]] = [[] for _ in range(p)]
+    done = {op: [0] * p for op in (Op.F, Op.I, Op.W)}  # how many of each op every rank has run
+    tick = 0
+    while any(n < m for n in done[Op.W]):
+        for r in range(p):
+            nf, ni, nw = done[Op.F][r], done[Op.I][r], done[Op.W][r]
+            # I needs its output gradient: the next stage's I, or its own F on the last stage
+            i_source = (r, Op.F, ni) if r == p - 1 else (r + 1, Op.I, ni)
+            i_ready = ni < nf and finished.get(i_source, tick + 1) <= tick
+            f_ready = nf < m and (r == 0 or finished.get((r - 1, Op.F, nf), tick + 1) <= tick)
+            if ni - nw > p - 1:
+                op = Op.W
+            elif i_ready:
+                op = Op.I
+            elif f_ready and nf - ni < min(p - r, m):
+                op = Op.F
+            elif nw < ni:
+                op = Op.W
+            else:
+                continue                                 # idle this tick
+            mb = done[op][r]
+            orders[r].append(Action(r, op, mb))
+            finished[(r, op, mb)] = tick + 1
+            done[op][r] += 1
+        tick += 1
+    return tuple(tuple(o) for o in orders)
 
-#: name -> compute-order function (p, m, rank, v) -> [Action]
-SCHEDULES: dict[str, ScheduleFn] = {"naive": naive, "gpipe": gpipe, "1f1b": one_f_one_b,
-                                    "interleaved": interleaved_1f1b, "zb-h1": zero_bubble_h1}
+
+ScheduleFn = Callable[[int, int, int, int], list[Action]]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A built-in schedule: its order function and the facts every consumer needs about it."""
+
+    name: str
+    order: ScheduleFn                # (p, m, rank, v) -> that rank's compute actions
+    placement: str = "looped"        # how its stages sit on ranks (see ppbench.plan.placement)
+    default_chunks: int = 1          # v when the user gives none
+    chunked: bool = False            # accepts v > 1
+    needs_nonblocking: bool = False  # deadlocks when every transfer completes before the next computation
+    m_multiple_of_p: bool = False
+
+
+#: name -> schedule; the order of this table is the order users see
+SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
+    Schedule("naive", naive),
+    Schedule("gpipe", gpipe),
+    Schedule("1f1b", one_f_one_b),
+    Schedule("interleaved", interleaved_1f1b, default_chunks=2, chunked=True, needs_nonblocking=True,
+             m_multiple_of_p=True),
+    Schedule("zb-h1", zero_bubble_h1, needs_nonblocking=True),
+)}
 #: schedules that place v > 1 model chunks on each rank
-CHUNKED = ("interleaved",)
-#: schedules that deadlock when every transfer must complete before the next computation: a
-#: send's matching receive can sit after the receiver's next computation (tests show one case)
-NEEDS_NONBLOCKING = ("interleaved", "zb-h1")
+CHUNKED = tuple(s.name for s in SCHEDULES.values() if s.chunked)
+#: schedules that deadlock when every transfer must complete before the next computation (a
+#: send's matching receive can sit after the receiver's next computation)
+NEEDS_NONBLOCKING = tuple(s.name for s in SCHEDULES.values() if s.needs_nonblocking)
 
 
 def schedule_problem(name: str, p: int, m: int, v: int = 1) -> str | None:
     """Why (name, p, m, v) is not a valid schedule, or None."""
     if name not in SCHEDULES:
         return f"unknown schedule {name!r}; allowed: {', '.join(SCHEDULES)}"
+    spec = SCHEDULES[name]
     if p < 1 or m < 1 or v < 1:
         return f"need p >= 1, m >= 1 and v >= 1; got p={p}, m={m}, v={v}"
-    if name in CHUNKED and p < 2:
+    if spec.chunked and p < 2:
         return f"{name} needs at least 2 stages to interleave chunks across, got p={p}"
-    if name in CHUNKED and m % p:
-        return f"{name} needs microbatches to be a multiple of the stages: m={m}, p={p}; allowed: m in {p}, {2 * p}, ..."
-    if name not in CHUNKED and v != 1:
+    if spec.m_multiple_of_p and m % p:
+        return (f"{name} needs microbatches to be a multiple of the stages: m={m}, p={p}; "
+                f"allowed: m in {p}, {2 * p}, ...")
+    if not spec.chunked and v != 1:
         return f"{name} places one model chunk per rank; chunks must be 1, got {v} (use 'interleaved' for v > 1)"
     return None
+
+
+def placement_for(name: str, p: int, v: int = 1) -> Placement:
+    """The placement schedule ``name`` runs on."""
+    return Placement.named(SCHEDULES[name].placement, p, v)
 
 
 def compute_order(name: str, p: int, m: int, rank: int, v: int = 1) -> list[Action]:
@@ -120,51 +188,26 @@ def compute_order(name: str, p: int, m: int, rank: int, v: int = 1) -> list[Acti
         raise ValueError(problem)
     if not 0 <= rank < p:
         raise ValueError(f"need 0 <= rank < p; got p={p}, rank={rank}")
-    return SCHEDULES[name](p, m, rank, v)
-
-
-def add_communication(order: list[Action], p: int, rank: int, v: int = 1) -> list[Action]:
-    """Insert the receives each compute action needs before it, and the sends it owes after it.
-
-    F on virtual stage s receives its input from s - 1 and sends its output to s + 1;
-    B receives the output gradient from s + 1 and sends the input gradient to s - 1.
-    W (weight gradients) talks to nobody.
-    """
-    last = p * v - 1
-    out: list[Action] = []
-    for action in order:
-        stage = action.chunk * p + rank
-        if action.op == "F":
-            if stage > 0:
-                out.append(Action("RECV_F", action.mb, action.chunk))
-            out.append(action)
-            if stage < last:
-                out.append(Action("SEND_F", action.mb, action.chunk))
-        elif action.op == "B":
-            if stage < last:
-                out.append(Action("RECV_B", action.mb, action.chunk))
-            out.append(action)
-            if stage > 0:
-                out.append(Action("SEND_B", action.mb, action.chunk))
-        else:
-            out.append(action)
-    return out
+    return SCHEDULES[name].order(p, m, rank, v)
 
 
 def build_schedule(name: str, p: int, m: int, v: int = 1) -> list[list[Action]]:
     """Full action lists (compute and communication) for every rank of the pipeline."""
-    return [add_communication(compute_order(name, p, m, r, v), p, r, v) for r in range(p)]
+    from ppbench.plan.comm import add_communication
+
+    placement = placement_for(name, p, v)
+    return [add_communication(compute_order(name, p, m, r, v), placement) for r in range(p)]
 
 
 def peak_in_flight(actions: list[Action]) -> int:
-    """Largest number of (microbatch, chunk) pairs whose F ran but whose B has not (with a split
-    backward, B releases most activations in ZB-H1's memory model; W's inputs are counted in the
-    measured saved bytes instead)."""
+    """Largest number of (stage, microbatch) pairs whose F ran but whose backward (I or B) has
+    not (with a split backward, I releases most activations in ZB-H1's memory model; W's inputs
+    are counted in the measured saved bytes instead)."""
     live = peak = 0
     for action in actions:
-        if action.op == "F":
+        if action.op is Op.F:
             live += 1
             peak = max(peak, live)
-        elif action.op == "B":
+        elif action.op.is_backward:
             live -= 1
     return peak

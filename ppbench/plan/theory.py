@@ -6,6 +6,8 @@ ideal time, is (p - 1) / m (interleaved: (p - 1) / (v m)); :func:`megatron_bubbl
 
 from __future__ import annotations
 
+from ppbench.plan.schedules import interleaved_warmup
+
 __all__ = ["bubble_fraction", "megatron_bubble_ratio", "peak_in_flight"]
 
 
@@ -18,8 +20,8 @@ def bubble_fraction(schedule: str, p: int, m: int, v: int = 1) -> float:
     if schedule == "interleaved":
         return (p - 1) / (v * m + p - 1)
     if schedule == "zb-h1":
-        # backward split into B and W of equal cost T: the bubble shrinks from (p-1)(F+B+W) to
-        # (p-1)(F+B-W) = (p-1)T when F = B = W = T, for m >= p (Qi et al., 2023, ZB-H1)
+        # backward split into I and W of equal cost T: the bubble shrinks from (p-1)(F+I+W) to
+        # (p-1)(F+I-W) = (p-1)T when F = I = W = T, for m >= p (Qi et al., 2023, ZB-H1)
         return (p - 1) / (3 * m + p - 1)
     raise ValueError(f"no closed form for schedule {schedule!r}")
 
@@ -36,8 +38,8 @@ def peak_in_flight(schedule: str, p: int, m: int, rank: int, v: int = 1) -> int:
         return 1
     if schedule == "gpipe":
         return m
-    if schedule in ("1f1b", "zb-h1"):     # zb-h1: F until B, as 1F1B (W's inputs are counted in bytes)
+    if schedule in ("1f1b", "zb-h1"):     # zb-h1: F until I, as 1F1B (W's inputs are counted in bytes)
         return min(m, p - rank)
     if schedule == "interleaved":  # warm-up forwards plus the first steady-state one
-        return m * v if m == p else min(2 * (p - rank - 1) + (v - 1) * p + 1, m * v)
+        return min(interleaved_warmup(p, m, rank, v) + 1, m * v)
     raise ValueError(f"no closed form for schedule {schedule!r}")

@@ -1,9 +1,7 @@
-"""ZB-H1's order, derived by list-scheduling every rank at unit cost (see
-:func:`ppbench.schedules.zero_bubble_h1` for the rules).
-
-One implementation in plain Python over integer arrays. Small pipelines run it as is; large
-ones (p * m above a threshold) run the same function compiled by numba, so p = 1024,
-m = 4096 takes well under a second instead of minutes.
+"""ZB-H1's order as integer arrays, for thousands of ranks: the array twin of the readable
+:func:`ppbench.plan.schedules.zero_bubble_h1` (same rules; a test keeps both equal for every
+p <= 8, m <= 16). Large pipelines run it compiled by numba, so p = 1024, m = 4096 takes well
+under a second instead of minutes.
 """
 
 from __future__ import annotations
@@ -16,11 +14,8 @@ from ppbench.plan import jit
 
 __all__ = ["zb_h1_arrays"]
 
-_COMPILE_ABOVE = 4096     # p * m beyond which compiling (about 1 s, cached on disk) pays off
-
-
 def _list_schedule(p: int, m: int, op: np.ndarray, mb: np.ndarray) -> None:
-    """Fill op[r, k], mb[r, k] (0 = F, 1 = B, 2 = W) with rank r's k-th action."""
+    """Fill op[r, k], mb[r, k] (Op codes: 0 = F, 1 = I, 2 = W) with rank r's k-th action."""
     f_end = np.full((p, m), -1, dtype=np.int64)   # unit-time finish of F(i) on rank r; -1: not yet
     b_end = np.full((p, m), -1, dtype=np.int64)
     nf = np.zeros(p, dtype=np.int64)
@@ -70,9 +65,9 @@ def _list_schedule(p: int, m: int, op: np.ndarray, mb: np.ndarray) -> None:
 
 @lru_cache(maxsize=16)
 def zb_h1_arrays(p: int, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """(op, mb) of every rank, flattened rank after rank (3m actions each): 0 = F, 1 = B, 2 = W."""
+    """(op, mb) of every rank, flattened rank after rank (3m actions each): Op codes 0 = F, 1 = I, 2 = W."""
     op = np.empty((p, 3 * m), dtype=np.int64)
     mb = np.empty((p, 3 * m), dtype=np.int64)
-    (jit.compiled(_list_schedule) if p * m > _COMPILE_ABOVE else _list_schedule)(p, m, op, mb)
+    jit.for_size(_list_schedule, 3 * p * m)(p, m, op, mb)
     op.flags.writeable = mb.flags.writeable = False
     return op.reshape(-1), mb.reshape(-1)

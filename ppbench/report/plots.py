@@ -13,22 +13,24 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ppbench.plan import theory  # noqa: E402
-from ppbench.sim.calibrate import measured_costs, resolved_transport  # noqa: E402
-from ppbench.measure.metrics import COMPUTE, TRANSFER  # noqa: E402
+from ppbench.measure.events import COMPUTE, TRANSFER  # noqa: E402
 from ppbench.measure.results import Run  # noqa: E402
-from ppbench.plan.schedules import build_schedule  # noqa: E402
-from ppbench.sim.simulator import Costs, simulate, simulated_events  # noqa: E402
+from ppbench.plan import theory  # noqa: E402
+from ppbench.plan.schedules import build_schedule, placement_for  # noqa: E402
+from ppbench.sim.calibrate import measured_costs, resolved_transport  # noqa: E402
+from ppbench.sim.costs import Costs  # noqa: E402
+from ppbench.sim.simulator import simulate, simulated_events  # noqa: E402
 
 __all__ = ["draw_all", "CAPTIONS"]
 
-COLOURS = {"F": "#4c72b0", "B": "#55a868", "W": "#8172b2", "WAIT": "#dddddd"}
+COLOURS = {"F": "#4c72b0", "B": "#55a868", "I": "#8fbf7f", "W": "#8172b2", "WAIT": "#dddddd"}
 CAPTIONS = {
     "timeline": "One step per rank, measured (top; times on rank 0's clock) and simulated with the mean F, B, W, "
-                "message latency and per-action overhead measured in the run (bottom). F blue, B green, W purple; grey = blocked waiting for a transfer; thin lines = "
+                "message latency and per-action overhead measured in the run (bottom). F blue, B green "
+                "(I light green), W purple; grey = blocked waiting for a transfer; thin lines = "
                 "transfers in flight (post to observed completion); white = idle.",
     "bubble": "Bubble fraction (share of step time idle, mean over ranks) against microbatches m, per schedule; "
-              "points measured, dashed lines the theory (p-1)/(m+p-1) (naive: (p-1)/p) for the same p.",
+              "points measured, dashed lines each schedule's closed-form theory for the same p.",
     "scaling": "Throughput (samples/s) and utilization against the number of ranks ('GPUs') per schedule, workload "
                "and model size, at the largest m measured.",
     "memory": "Peak in-flight microbatches (theory as black ticks) and peak saved-activation KiB per pipeline stage.",
@@ -77,11 +79,13 @@ def timeline(run: Run, path: Path) -> Path:
     ms = measured_costs(events)
     costs = Costs(*(1e3 * x for x in (ms.fwd, ms.bwd, ms.wgrad, ms.comm, ms.overhead)))
     v = cfg.get("chunks", 1)
+    placement = placement_for(cfg["schedule"], cfg["pp"], v)
     sim = simulated_events(simulate(build_schedule(cfg["schedule"], cfg["pp"], cfg["microbatches"], v),
-                                    costs, resolved_transport(cfg), v=v), cfg["pp"], cfg["microbatches"], v)
+                                    costs, resolved_transport(cfg), placement), placement, cfg["microbatches"])
     fig, axes = plt.subplots(2, 1, figsize=(11, 1.2 + 0.9 * cfg["pp"]), sharex=True)
-    for ax, ev, title in ((axes[0], measured, "measured"), (axes[1], sim, f"simulated with the run's mean costs (F={costs.fwd:.2f}, "
-                                             f"B={costs.bwd:.2f}, message {costs.comm:.2f}, overhead {costs.overhead:.2f} ms)")):
+    simulated = (f"simulated with the run's mean costs (F={costs.fwd:.2f}, B={costs.bwd:.2f}, "
+                 f"message {costs.comm:.2f}, overhead {costs.overhead:.2f} ms)")
+    for ax, ev, title in ((axes[0], measured, "measured"), (axes[1], sim, simulated)):
         _draw_lanes(ax, ev, cfg["pp"])
         ax.set_title(f"{cfg['schedule']} p={cfg['pp']} m={cfg['microbatches']} {cfg['workload']}: {title}",
                      fontsize=10, loc="left")

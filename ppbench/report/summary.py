@@ -13,9 +13,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from ppbench.measure.results import Run, load_runs
 from ppbench.plan import theory
 from ppbench.sim.calibrate import resolved_transport, simulated_bubble
-from ppbench.measure.results import Run, load_runs
+
+#: the closed forms behind the theory column, in words (one place for the page and the Markdown)
+THEORY_TEXT = ("theory assumes uniform stages and free communication, as fraction of step time idle: naive (p-1)/p; "
+               "GPipe and 1F1B (p-1)/(m+p-1); interleaved (p-1)/(vm+p-1); ZB-H1 (p-1)/(3m+p-1) with F = I = W and "
+               "m >= p (Megatron-LM's bubble/ideal form is (p-1)/m)")
 
 __all__ = ["tidy_table", "format_summary", "write_report", "compare", "run_report", "environments"]
 
@@ -43,7 +48,8 @@ def _steps_frame(runs: list[Run]) -> pd.DataFrame:
                 "transport": transport,
                 "world_size": cfg["pp"] * cfg["dp"], "run_id": run.meta["run_id"],
                 "step_time": step["step_time"], "throughput": step["throughput"], "bubble": step["bubble_mean"],
-                "bubble_max": step["bubble_max"], "bubble_simulated": simulated, "utilization": step["utilization"], "overlap": step["overlap"],
+                "bubble_max": step["bubble_max"], "bubble_simulated": simulated, "utilization": step["utilization"],
+                "overlap": step["overlap"],
                 "exposed_comm": step["exposed_comm"],
                 "peak_in_flight": max(summary["peak_in_flight"]), "peak_saved_bytes": max(summary["peak_saved_bytes"]),
                 "host": env["host"], "cores": env["cores"], "device": env["device"], "mpi": env["mpi_library"],
@@ -143,8 +149,8 @@ def write_report(runs: list[Run], table: pd.DataFrame, out: Path, skipped: list[
     (out / "summary.csv").write_text(table.to_csv(index=False))
     env = environments(runs)
     md = ["# ppbench report", "", *[f"- {line}" for line in env], "",
-          "Bubble: fraction of step time idle (mean over ranks); theory (p-1)/(m+p-1) for GPipe/1F1B, (p-1)/p "
-          "for naive. Medians over all measured steps.", "", _markdown(_display(table)), ""]
+          f"Bubble: fraction of step time idle (mean over ranks); {THEORY_TEXT}. Medians over all measured steps.",
+          "", _markdown(_display(table)), ""]
     md += [f"![{img.stem}]({img.name})" for img in images]
     (out / "summary.md").write_text("\n".join(md) + "\n")
     (out / "index.html").write_text(_html(table, env, images, skipped))
@@ -166,8 +172,7 @@ td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}} figure{{margin:1
 <h1>ppbench report</h1>
 <div class="env"><b>Measured on</b><ul>{"".join(f"<li>{html.escape(e)}</li>" for e in env)}</ul></div>
 <p>Medians over every measured step of every run of a configuration. Bubble = fraction of step time a rank is idle
-(mean over ranks); theory assumes uniform stages and free communication: (p-1)/(m+p-1) for GPipe and 1F1B, (p-1)/p
-for naive (Megatron-LM's bubble/ideal form is (p-1)/m). Overlap = share of transfer time during which the rank computed.
+(mean over ranks); {html.escape(THEORY_TEXT)}. Overlap = share of transfer time during which the rank computed.
 </p>
 {_display(table).to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-")}
 {figures}

@@ -7,6 +7,8 @@ and every rank.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from mpi4py import MPI
@@ -16,7 +18,7 @@ from ppbench.run.grid import Grid
 from ppbench.run.pipeline import make_rank
 from ppbench.run.reference import Reference
 
-__all__ = ["run_check", "TOLERANCE", "relative_error"]
+__all__ = ["run_check", "check_in_process", "TOLERANCE", "relative_error"]
 
 #: largest relative error accepted per dtype (DESIGN.md)
 TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
@@ -30,35 +32,61 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> tuple[float, float]
     return abs_err, abs_err / max(scale, _TINY)
 
 
-def run_check(cfg: RunConfig, comm: MPI.Comm) -> dict:
-    """Run cfg on ``comm`` (size pp x dp) and compare with the reference; same result on every rank."""
+def run_check(cfg: RunConfig, comm: MPI.Comm, reference: Callable[..., Reference] = Reference) -> dict:
+    """Run cfg on ``comm`` (size pp x dp) and compare with ``reference(cfg, device)`` (the
+    single-process ground truth); the same result on every rank."""
     cfg.validate(world_size=comm.Get_size())
-    if cfg.workload != "model":
-        raise ConfigError("workload", f"{cfg.workload!r}: check compares gradients, so it needs the model workload")
-    worst = np.zeros(5)   # grad abs, grad rel, param abs, param rel, loss rel
+    _need_model(cfg)
     with Grid(comm, cfg.pp, cfg.dp) as grid:
         pipe = make_rank(cfg, grid)
-        ref = Reference(cfg, pipe.device)
-        losses = []
-        for step in range(max(cfg.steps, 1)):
-            loss, _ = pipe.forward_backward(step)
-            ref_loss = ref.forward_backward(step)
-            losses.append((loss, ref_loss))
-            worst[4] = max(worst[4], abs(loss - ref_loss) / max(abs(ref_loss), _TINY))
-            worst[0:2] = np.maximum(worst[0:2], _compare(pipe, ref, lambda p: p.grad))
-            if cfg.steps:
-                pipe.optimizer_step()
-                ref.optimizer_step()
-        if cfg.steps:
-            worst[2:4] = _compare(pipe, ref, lambda p: p.detach())
+        worst, losses = _compare_steps(cfg, pipe, reference(cfg, pipe.device))
         split = [(r.start, r.stop - 1) for r in pipe.split]
     comm.Allreduce(MPI.IN_PLACE, worst, op=MPI.MAX)
+    return _verdict(cfg, worst, losses, split, comm.Get_size())
+
+
+def check_in_process(cfg: RunConfig, reference: Callable[..., Reference] = Reference) -> dict:
+    """The same check with every rank of one pipeline as a thread of this process (no MPI; dp = 1)."""
+    from ppbench.run.local import LocalPipeline
+
+    cfg.validate(world_size=cfg.pp)
+    _need_model(cfg)
+    pipe = LocalPipeline(cfg)
+    worst, losses = _compare_steps(cfg, pipe, reference(cfg, torch.device("cpu")))
+    return {**_verdict(cfg, worst, losses, [(r.start, r.stop - 1) for r in pipe.split], 1), "in_process": True}
+
+
+def _need_model(cfg: RunConfig) -> None:
+    if cfg.workload != "model":
+        raise ConfigError("workload", f"{cfg.workload!r}: check compares gradients, so it needs the model workload")
+
+
+def _compare_steps(cfg: RunConfig, pipe, ref: Reference) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Train both for max(steps, 1) steps; the worst (grad abs, grad rel, param abs, param rel,
+    loss rel) errors of this process's parameters, and each step's (pipeline, reference) loss."""
+    worst = np.zeros(5)
+    losses = []
+    for step in range(max(cfg.steps, 1)):
+        loss = pipe.forward_backward(step)[0]
+        ref_loss = ref.forward_backward(step)
+        losses.append((loss, ref_loss))
+        worst[4] = max(worst[4], abs(loss - ref_loss) / max(abs(ref_loss), _TINY))
+        worst[0:2] = np.maximum(worst[0:2], _compare(pipe, ref, lambda p: p.grad))
+        if cfg.steps:
+            pipe.optimizer_step()
+            ref.optimizer_step()
+    if cfg.steps:
+        worst[2:4] = _compare(pipe, ref, lambda p: p.detach())
+    return worst, losses
+
+
+def _verdict(cfg: RunConfig, worst: np.ndarray, losses: list[tuple[float, float]], split: list, world: int) -> dict:
     tolerance = TOLERANCE[cfg.dtype]
     max_rel = float(max(worst[1], worst[3], worst[4]))
     return {
         **cfg.to_dict(),
         "global_batch": cfg.batch,
-        "world_size": comm.Get_size(),
+        "world_size": world,
         "stage_layers": split,
         "loss": losses[-1][0],
         "ref_loss": losses[-1][1],

@@ -1,4 +1,17 @@
-"""Runs one rank's action list against its stages: the only code that executes a schedule."""
+"""Runs one rank's action list against its stages: the only code that executes a schedule.
+
+It talks to other ranks only through a :class:`~ppbench.run.transport.Transport` (MPI, or in one
+process), so the order in which it executes a plan can be tested without MPI.
+
+Execution rules (the simulator models the same ones, see :mod:`ppbench.sim.simulator`):
+
+- RECV actions post their receive (unless posted early, below); SEND actions post their send.
+- Before each compute action, ``nonblocking`` mode posts the receives that the *next* compute
+  action needs, so they arrive while this one computes; ``blocking`` mode instead completes every
+  outstanding transfer, so no computation overlaps a transfer.
+- A compute action that needs a received tensor waits for that receive (``take``), then computes.
+- At the end of the step every send must have completed and no receive may be left over.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +20,24 @@ import signal
 import time
 
 import torch
-from mpi4py import MPI
 
-from ppbench.plan.actions import Action
 from ppbench.config import InjectedFault
-from ppbench.sim.simulator import message_tag, peer_rank
+from ppbench.plan.actions import Action, Op
+from ppbench.plan.comm import highest_tag, message_tag, peer_rank
+from ppbench.plan.placement import Placement
 from ppbench.run.tracer import Tracer
 from ppbench.run.transport import Transport
 
-__all__ = ["Executor", "ActionError", "StepStats"]
+__all__ = ["Executor", "ActionError", "StepStats", "Fault"]
 
 
 class ActionError(RuntimeError):
     """An action failed; the message names rank, stage, action and microbatch."""
 
-    def __init__(self, where: str, stage: int, action: Action, cause: BaseException):
-        self.stage, self.action = stage, action
-        super().__init__(f"{where}, stage {stage}, failed in action {action} "
-                         f"[{action.describe()}]: {type(cause).__name__}: {cause}")
+    def __init__(self, where: str, action: Action, cause: BaseException):
+        self.stage, self.action = action.stage, action
+        super().__init__(f"{where}, stage {action.stage}, failed in action {action.describe()}: "
+                         f"{type(cause).__name__}: {cause}")
 
 
 class StepStats:
@@ -32,40 +45,48 @@ class StepStats:
 
     def __init__(self):
         self.loss = 0.0               # sum of 1/m-scaled microbatch losses (last stage only)
-        self.peak_in_flight = 0       # microbatches forwarded but not yet backwarded, at most
+        self.peak_in_flight = 0       # microbatches forwarded but not yet backwarded (I or B), at most
         self.peak_saved_bytes = 0     # activation bytes saved for backward, at most
         self.peak_device_bytes = 0    # CUDA allocator peak during the step (0 on CPU)
+
+
+class Fault:
+    """Testing aid: do ``kind`` (raise, nan, kill, hang) when reaching an action that matches
+    ``op``, ``mb`` and, if given, ``stage``."""
+
+    def __init__(self, op: Op, mb: int, stage: int | None, kind: str):
+        self.op, self.mb, self.stage, self.kind = op, mb, stage, kind
+
+    def matches(self, action: Action) -> bool:
+        return action.op is self.op and action.mb == self.mb and self.stage in (None, action.stage)
 
 
 class Executor:
     """Executes a rank's action list, step after step.
 
-    ``stages[c]`` computes F/B of model chunk c (virtual stage ``c * p + rank``).
-    ``mode='blocking'`` completes every transfer before the next compute action (no compute
-    overlaps communication); ``'nonblocking'`` pre-posts the receives of the next compute action
-    before the current one runs and leaves sends in flight until the end of the step.
+    ``stages[s]`` computes F/I/W/B of virtual stage s (one entry per stage ``placement`` gives this rank).
     """
 
-    def __init__(self, *, rank: int, p: int, stages: dict, actions: list[Action], transport: Transport,
-                 mode: str, activation_shape: tuple[int, ...], dtype: torch.dtype, num_microbatches: int,
-                 tracer: Tracer | None = None, fault: tuple[str, str] | None = None, where: str = ""):
-        self.rank, self.p, self.v = rank, p, len(stages)
+    def __init__(self, *, rank: int, placement: Placement, stages: dict, actions: list[Action],
+                 transport: Transport, mode: str, activation_shape: tuple[int, ...], dtype: torch.dtype,
+                 num_microbatches: int, tracer: Tracer | None = None, fault: Fault | None = None, where: str = ""):
+        if set(stages) != set(placement.stages_of(rank)):
+            raise ValueError(f"rank {rank} holds stages {placement.stages_of(rank)}, given {sorted(stages)}")
+        self.rank, self.placement = rank, placement
         self.stages, self.actions, self.transport = stages, actions, transport
         self.blocking = mode == "blocking"
         self.shape, self.dtype = activation_shape, dtype
         self.m = num_microbatches
-        self.last = p * self.v - 1
+        self.last = placement.num_stages - 1
         self.tracer = tracer or Tracer(enabled=False)
-        self.fault = fault   # (str(action), kind) at which to inject a fault (testing aid)
+        self.fault = fault
         self.current: Action | None = None
         self.where = where or f"pipeline rank {rank}"   # names this process in error messages
-        highest = 2 * num_microbatches * (self.last + 1) - 1     # largest message_tag of a step
-        tag_ub = transport.comm.Get_attr(MPI.TAG_UB)
-        if tag_ub is not None and highest > tag_ub:
-            raise ValueError(f"{num_microbatches} microbatches x {self.last + 1} stages need MPI tags up to "
-                             f"{highest}, above this MPI's limit {tag_ub}")
+        highest = highest_tag(placement.num_stages, num_microbatches)
+        if transport.tag_limit is not None and highest > transport.tag_limit:
+            raise ValueError(f"{num_microbatches} microbatches x {placement.num_stages} stages need MPI tags up to "
+                             f"{highest}, above this MPI's limit {transport.tag_limit}")
         self.next_recvs = self._lookahead(actions)
-        self.split_backward = any(a.op == "W" for a in actions)   # B then W, or one full B
 
     def run(self, inputs: list, targets: list) -> StepStats:
         """One step: every action once."""
@@ -78,7 +99,6 @@ class Executor:
         self.nan_outputs = False
         self.in_flight = 0
         self._live_bytes: dict[tuple[int, int], int] = {}
-        loss = torch.zeros((), dtype=torch.float64)
         self._loss_parts: list[torch.Tensor] = []
         for index, action in enumerate(self.actions):
             try:
@@ -86,37 +106,36 @@ class Executor:
             except ActionError:
                 raise
             except Exception as exc:
-                raise ActionError(self.where, self._stage(action), action, exc) from exc
+                raise ActionError(self.where, action, exc) from exc
         self.transport.finish()
         if self.saved or self.input_grads:
-            raise RuntimeError(f"{self.where}: state left after the step: {sorted(self.saved)} {sorted(self.input_grads)}")
-        for part in self._loss_parts:
-            loss += part.double()
-        self.stats.loss = float(loss)
+            raise RuntimeError(f"{self.where}: state left after the step: {sorted(self.saved)} "
+                               f"{sorted(self.input_grads)}")
+        self.stats.loss = float(sum(part.double() for part in self._loss_parts)) if self._loss_parts else 0.0
         return self.stats
 
     def _execute(self, index: int, action: Action) -> None:
-        op, key = action.op, (action.mb, action.chunk)
+        op, key = action.op, (action.stage, action.mb)
         self.current = action
-        if self.fault and self.fault[0] == str(action):
-            self._inject(self.fault[1], action)
-        if op == "RECV_F" or op == "RECV_B":
+        if self.fault and self.fault.matches(action):
+            self._inject(self.fault.kind, action)
+        if op.is_recv:
             self._post_recv(action)
-        elif op == "SEND_F":
+        elif op is Op.SEND_F:
             self._send(action, self.outputs.pop(key))
-        elif op == "SEND_B":
+        elif op is Op.SEND_B:
             self._send(action, self.input_grads.pop(key))
         else:
             for later in self.next_recvs[index]:
                 self._post_recv(later)
             if self.blocking:
                 self.transport.wait_all()
-            if op == "F":
+            if op is Op.F:
                 self._forward(action)
-            elif op == "B":
-                self._backward(action)
-            else:
+            elif op is Op.W:
                 self._weight_grad(action)
+            else:
+                self._backward(action)
 
     def _inject(self, kind: str, action: Action) -> None:
         if kind == "kill":
@@ -130,23 +149,20 @@ class Executor:
 
     def describe(self) -> str:
         """What this rank is doing now (for time-limit reports)."""
-        doing = f"in action {self.current} [{self.current.describe()}]" if self.current else "between steps"
+        a = self.current
+        doing = f"stage {a.stage}, in action {a.describe()}" if a else "stage ?, between steps"
         waiting = self.transport.waiting_for()
-        return f"{self.where}, stage {self._stage(self.current) if self.current else '?'}, {doing}" + (
-            f", waiting for {waiting}" if waiting else "")
-
-    def _stage(self, action: Action) -> int:
-        return action.chunk * self.p + self.rank
+        return f"{self.where}, {doing}" + (f", waiting for {waiting}" if waiting else "")
 
     def _forward(self, action: Action) -> None:
-        stage, key = self._stage(action), (action.mb, action.chunk)
-        x = self.inputs[action.mb] if stage == 0 else self.transport.take(("F",) + key)
+        stage, key = action.stage, (action.stage, action.mb)
+        x = self.inputs[action.mb] if stage == 0 else self.transport.take(Action(stage, Op.RECV_F, action.mb))
         target = self.targets[action.mb] if stage == self.last else None
         start = self.tracer.now()
-        y, ctx, nbytes = self.stages[action.chunk].forward(x, target)
+        y, ctx, nbytes = self.stages[stage].forward(x, target)
         if self.nan_outputs:
             y = y * float("nan")
-        self.tracer.record("F", action.mb, action.chunk, start, self.tracer.now())
+        self.tracer.record(Op.F, stage, action.mb, start, self.tracer.now())
         if stage == self.last and not torch.isfinite(y).all():
             raise FloatingPointError(f"loss of microbatch {action.mb} is {float(y)}")
         self.saved[key] = ctx
@@ -160,42 +176,36 @@ class Executor:
         self.stats.peak_saved_bytes = max(self.stats.peak_saved_bytes, sum(self._live_bytes.values()))
 
     def _backward(self, action: Action) -> None:
-        stage, key = self._stage(action), (action.mb, action.chunk)
-        grad = None if stage == self.last else self.transport.take(("B",) + key)
+        """B (full backward) or I (input gradient; the weight gradient waits for W)."""
+        stage, key = action.stage, (action.stage, action.mb)
+        grad = None if stage == self.last else self.transport.take(Action(stage, Op.RECV_B, action.mb))
         self.in_flight -= 1
         start = self.tracer.now()
-        if self.split_backward:
-            ctx = self.saved[key]
-            grad_in = self.stages[action.chunk].backward_input(ctx, grad)
+        if action.op is Op.I:
+            grad_in = self.stages[stage].backward_input(self.saved[key], grad)
             self.pending_w[key] = grad
         else:
-            ctx = self.saved.pop(key)
-            grad_in = self.stages[action.chunk].backward(ctx, grad)
+            grad_in = self.stages[stage].backward(self.saved.pop(key), grad)
             self._live_bytes.pop(key)
-        self.tracer.record("B", action.mb, action.chunk, start, self.tracer.now())
+        self.tracer.record(action.op, stage, action.mb, start, self.tracer.now())
         if stage > 0:
             self.input_grads[key] = grad_in
 
     def _weight_grad(self, action: Action) -> None:
-        key = (action.mb, action.chunk)
+        key = (action.stage, action.mb)
         ctx, grad = self.saved.pop(key), self.pending_w.pop(key)
         start = self.tracer.now()
-        self.stages[action.chunk].backward_weight(ctx, grad)
-        self.tracer.record("W", action.mb, action.chunk, start, self.tracer.now())
+        self.stages[action.stage].backward_weight(ctx, grad)
+        self.tracer.record(Op.W, action.stage, action.mb, start, self.tracer.now())
         self._live_bytes.pop(key)
 
-    def _message(self, action: Action) -> tuple[int, int]:
-        peer, _ = peer_rank(action, self.rank, self.p, self.v)
-        return peer, message_tag(action, self.rank, self.p, self.v, self.m)
-
     def _send(self, action: Action, tensor: torch.Tensor) -> None:
-        peer, tag = self._message(action)
-        self.transport.send(tensor, peer, tag, action.op, action.mb, action.chunk)
+        self.transport.send(tensor, action, peer_rank(action, self.placement),
+                            message_tag(action, self.placement.num_stages, self.m))
 
     def _post_recv(self, action: Action) -> None:
-        peer, tag = self._message(action)
-        self.transport.post_recv((action.direction, action.mb, action.chunk), self.shape, self.dtype, peer, tag,
-                                 action.op, action.mb, action.chunk)
+        self.transport.post_recv(action, self.shape, self.dtype, peer_rank(action, self.placement),
+                                 message_tag(action, self.placement.num_stages, self.m))
 
     def _lookahead(self, actions: list[Action]) -> list[list[Action]]:
         """For each compute action, the receives that the next compute action needs."""

@@ -29,7 +29,7 @@ class Grid:
             if comm != MPI.COMM_NULL:
                 comm.Free()
 
-    def __enter__(self) -> "Grid":
+    def __enter__(self) -> Grid:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -5,20 +5,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ppbench.run import models
 from ppbench.config import RunConfig
+from ppbench.plan.comm import add_communication
+from ppbench.plan.schedules import compute_order, placement_for
+from ppbench.run import models
 from ppbench.run.device import cuda_aware_mpi, select_device
-from ppbench.run.executor import Executor, StepStats
+from ppbench.run.executor import Executor, Fault, StepStats
 from ppbench.run.grid import Grid
 from ppbench.run.partition import partition_layers
-from ppbench.plan.schedules import add_communication, compute_order
+from ppbench.run.rank import RankBase, rank_layers
 from ppbench.run.stages import SyntheticStage, TorchStage
 from ppbench.run.tracer import Tracer
 from ppbench.run.training import average_gradients, global_loss, make_optimizer, replica_microbatches
-from ppbench.run.transport import Transport
+from ppbench.run.transport import MpiTransport
 from ppbench.run.watchdog import StepWatchdog
 
-__all__ = ["PipelineRank", "RankBase", "make_rank"]
+__all__ = ["PipelineRank", "make_rank"]
 
 
 def make_rank(cfg: RunConfig, grid: Grid, tracer: Tracer | None = None):
@@ -28,25 +30,6 @@ def make_rank(cfg: RunConfig, grid: Grid, tracer: Tracer | None = None):
 
         return TorchPipelineRank(cfg, grid, tracer)
     return PipelineRank(cfg, grid, tracer)
-
-
-class RankBase:
-    """What every pipeline rank offers the check and the runner, whoever executes the schedule.
-
-    Subclasses set ``tracer``, ``optimizer`` (None without parameters), ``layer_ids`` and ``layers``.
-    """
-
-    def optimizer_step(self) -> None:
-        if self.optimizer is not None:
-            start = self.tracer.now()
-            self.optimizer.step()
-            self.tracer.record("OPTIMIZER", -1, 0, start, self.tracer.now())
-
-    def named_parameters(self):
-        """((global layer index, parameter name), parameter) for this rank's layers."""
-        for index, layer in zip(self.layer_ids, self.layers):
-            for name, param in layer.named_parameters():
-                yield (index, name), param
 
 
 class PipelineRank(RankBase):
@@ -60,44 +43,47 @@ class PipelineRank(RankBase):
         world_of_stage = grid.pipe.allgather(grid.world.Get_rank())   # once at set-up, for traces
         self.device = select_device(grid.world, cfg.device)
         self.cuda_aware, self.cuda_aware_how = cuda_aware_mpi() if self.device.type == "cuda" else (False, "cpu")
-        self.transport = Transport(grid.pipe, self.tracer, peer_names=world_of_stage, device=self.device,
-                                   cuda_aware=self.cuda_aware)
+        self.transport = MpiTransport(grid.pipe, tracer=self.tracer, peer_names=world_of_stage, device=self.device,
+                                      staging=self.device.type == "cuda" and not self.cuda_aware)
         nonblocking = cfg.resolved_transport == "nonblocking"
         progress = self.transport.progress if nonblocking else None
-        p, v = cfg.pp, cfg.chunks
-        stages = {}
+        p, v, r = cfg.pp, cfg.chunks, grid.stage
+        self.placement = placement_for(cfg.schedule, p, v)
+        last = self.placement.num_stages - 1
+        stages: dict = {}
         if self.synthetic:
             self.layer_ids, self.layers, self.split = [], [], []
-            for c in range(v):
-                # a rank's work is split over its v chunks, so every schedule does the same total work
-                stages[c] = SyntheticStage(cfg.t_fwd / v, cfg.t_bwd / v, cfg.message_bytes, c * p + grid.stage == 0,
-                                           c * p + grid.stage == p * v - 1, progress)
-            shape, dtype = stages[0].out.shape, stages[0].out.dtype
+            for s in self.placement.stages_of(r):
+                # a rank's work is split over its v stages, so every schedule does the same total work
+                stages[s] = SyntheticStage(cfg.t_fwd / v, cfg.t_bwd / v, cfg.message_bytes, s == 0, s == last, progress)
+            shape, dtype = next(iter(stages.values())).out.shape, next(iter(stages.values())).out.dtype
         else:
             layers = models.build_layers(self.model_cfg, cfg.seed, cfg.torch_dtype)
-            self.split = partition_layers(layers, p * v)        # virtual stage c * p + r is chunk c of rank r
-            self.layer_ids = [i for c in range(v) for i in self.split[c * p + grid.stage]]
+            self.split = partition_layers(layers, self.placement.num_stages)
+            mine = rank_layers(self.split, self.placement, r)
+            self.layer_ids = [i for s in mine for i in mine[s]]
             self.layers = [layers[i].to(self.device) for i in self.layer_ids]       # the rest are dropped
             by_index = dict(zip(self.layer_ids, self.layers))
-            for c in range(v):
-                s = c * p + grid.stage
-                stages[c] = TorchStage(nn.Sequential(*(by_index[i] for i in self.split[s])), s == 0, s == p * v - 1,
+            for s, ids in mine.items():
+                stages[s] = TorchStage(nn.Sequential(*(by_index[i] for i in ids)), s == 0, s == last,
                                        lambda out, tgt: models.loss_fn(self.model_cfg, out, tgt), cfg.microbatches,
                                        progress)
             shape, dtype = models.activation_shape(self.model_cfg, cfg.microbatch_size), cfg.torch_dtype
         self.module = nn.Sequential(*self.layers)
-        self.actions = add_communication(compute_order(cfg.schedule, p, cfg.microbatches, grid.stage, v),
-                                         p, grid.stage, v)
+        self.actions = add_communication(compute_order(cfg.schedule, p, cfg.microbatches, r, v), self.placement)
         self.executor = Executor(
-            rank=grid.stage, p=p, stages=stages, actions=self.actions, transport=self.transport,
+            rank=r, placement=self.placement, stages=stages, actions=self.actions, transport=self.transport,
             mode=cfg.resolved_transport, activation_shape=tuple(shape), dtype=dtype,
             num_microbatches=cfg.microbatches, tracer=self.tracer, fault=self._my_fault(),
             where=f"rank {grid.world.Get_rank()} (replica {grid.replica})")
         self.optimizer = make_optimizer(cfg, list(self.module.parameters())) if self.layers else None
 
-    def _my_fault(self) -> tuple[str, str] | None:
+    def _my_fault(self) -> Fault | None:
         target = self.cfg.fault_target
-        return (target[1], target[2]) if target and target[0] == self.grid.world.Get_rank() else None
+        if not target or target[0] != self.grid.world.Get_rank():
+            return None
+        _, (stage, op, mb), kind = target
+        return Fault(op, mb, stage, kind)
 
     def forward_backward(self, step: int) -> tuple[float, StepStats]:
         """Gradients of the mean loss over the global batch of ``step``: (that loss on every rank, stats)."""
@@ -122,7 +108,7 @@ class PipelineRank(RankBase):
             return
         start = self.tracer.now()
         nbytes = average_gradients(list(self.module.parameters()), self.grid.data, self.cfg.dp, self.transport.staging)
-        self.tracer.record("ALLREDUCE", -1, 0, start, self.tracer.now(), nbytes=nbytes)
+        self.tracer.record("ALLREDUCE", -1, -1, start, self.tracer.now(), nbytes=nbytes)
 
     def _global_loss(self, local: float) -> float:
         return global_loss(local, self.grid.data, self.grid.pipe, self.cfg.dp)

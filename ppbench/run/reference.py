@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ppbench.run import models
 from ppbench.config import RunConfig
+from ppbench.run import models
 from ppbench.run.training import make_optimizer
 
 __all__ = ["Reference"]

@@ -10,14 +10,16 @@ import numpy as np
 import pandas as pd
 from mpi4py import MPI
 
-from ppbench.plan import theory
-from ppbench.sim.calibrate import simulated_bubble
 from ppbench.config import RunConfig
+from ppbench.measure.events import EVENT_FIELDS, events_frame
+from ppbench.measure.metrics import step_metrics
+from ppbench.measure.results import Run, write_run
+from ppbench.plan import theory
+from ppbench.run.environment import environment
 from ppbench.run.grid import Grid
-from ppbench.measure.metrics import events_frame, step_metrics
 from ppbench.run.pipeline import make_rank
-from ppbench.measure.results import Run, environment, write_run
-from ppbench.run.tracer import EVENT_FIELDS, OPS, Tracer, clock_offset, gather_rows
+from ppbench.run.tracer import Tracer, clock_offset, gather_rows
+from ppbench.sim.calibrate import simulated_bubble
 
 __all__ = ["run_benchmark", "record_cost"]
 
@@ -30,7 +32,7 @@ def record_cost(samples: int = 20000) -> float:
     tracer = Tracer()
     start = time.perf_counter()
     for i in range(samples):
-        tracer.record("F", i, 0, 0.0, 1.0)
+        tracer.record("F", 0, i, 0.0, 1.0)
     return (time.perf_counter() - start) / samples
 
 
@@ -62,7 +64,7 @@ def run_benchmark(cfg: RunConfig, comm: MPI.Comm, results_dir: str | None) -> di
                                                           stats.peak_device_bytes, loss]])))
     if comm.Get_rank() != 0:
         return None
-    events = events_frame(np.vstack(event_rows), ("step", "rank") + EVENT_FIELDS, OPS)
+    events = events_frame(np.vstack(event_rows), ("step", "rank") + EVENT_FIELDS)
     per_rank = pd.DataFrame(np.vstack(step_rows), columns=list(_STEP_FIELDS))
     steps = [_step_record(cfg, events[events["step"] == s], per_rank[per_rank["step"] == s])
              for s in sorted(per_rank["step"].unique())]

@@ -8,7 +8,7 @@ only inside MPI calls).
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -19,20 +19,23 @@ __all__ = ["TorchStage", "SyntheticStage", "SavedBytes"]
 class SavedBytes:
     """Bytes of activations autograd saves for backward, per microbatch (saved-tensor hooks).
 
-    Parameters saved by autograd (weights kept for the backward of a matmul) are not
-    activations and are not counted; storage shared by several saved tensors counts once.
+    Each saved tensor counts its own bytes (a microbatch that is a view into the global batch
+    counts the view, not the whole batch's storage); the same memory saved twice (a layer's output
+    kept by its activation and by the next layer) counts once. Parameters saved by autograd
+    (weights kept for the backward of a matmul) are not activations and are not counted.
     """
 
     def __init__(self, module: nn.Module):
-        self._params = {p.data_ptr() for p in module.parameters()}
-        self._seen: set[int] = set()
+        self._params = {p.untyped_storage().data_ptr() for p in module.parameters()}
+        self._seen: set[tuple[int, int]] = set()
         self.current = 0
 
     def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
-        ptr = tensor.untyped_storage().data_ptr()
-        if ptr not in self._params and ptr not in self._seen:
-            self._seen.add(ptr)
-            self.current += tensor.untyped_storage().nbytes()
+        nbytes = tensor.numel() * tensor.element_size()
+        key = (tensor.data_ptr(), nbytes)
+        if tensor.untyped_storage().data_ptr() not in self._params and key not in self._seen:
+            self._seen.add(key)
+            self.current += nbytes
         return tensor
 
     def measure(self, fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, int]:

@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from ppbench.config import ConfigError, RunConfig
-from ppbench.run.launch import run_mpi
 from ppbench.measure.results import config_key
 from ppbench.plan.schedules import CHUNKED
+from ppbench.run.launch import run_mpi
 
 __all__ = ["sweep_configs", "recorded_keys", "run_sweep", "config_args"]
 

@@ -13,12 +13,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ppbench.run import models
 from ppbench.config import RunConfig
+from ppbench.plan.schedules import placement_for
+from ppbench.run import models
 from ppbench.run.executor import StepStats
 from ppbench.run.grid import Grid
 from ppbench.run.partition import partition_layers
-from ppbench.run.pipeline import RankBase
+from ppbench.run.rank import RankBase, rank_layers
 from ppbench.run.tracer import Tracer
 from ppbench.run.training import average_gradients, global_loss, make_optimizer, replica_microbatches
 
@@ -56,19 +57,22 @@ class TorchPipelineRank(RankBase):
         self.device = torch.device("cpu")
         self.cuda_aware, self.cuda_aware_how = False, "torch impl: gloo"
         _init_gloo(grid)
-        groups = [dist.new_group([j * cfg.pp + s for s in range(cfg.pp)]) for j in range(cfg.dp)]   # all ranks, same order
+        # every rank creates every group, in the same order
+        groups = [dist.new_group([j * cfg.pp + s for s in range(cfg.pp)]) for j in range(cfg.dp)]
         p, v, r = cfg.pp, cfg.chunks, grid.stage
+        placement = placement_for(cfg.schedule, p, v)
         layers = models.build_layers(self.model_cfg, cfg.seed, cfg.torch_dtype)
-        self.split = partition_layers(layers, p * v)
-        self.layer_ids = [i for c in range(v) for i in self.split[c * p + r]]
+        self.split = partition_layers(layers, placement.num_stages)
+        mine = rank_layers(self.split, placement, r)
+        self.layer_ids = [i for s in mine for i in mine[s]]
         self.layers = [layers[i] for i in self.layer_ids]
         self.module = nn.Sequential(*self.layers)
         self.stages, self.chunk_modules = [], []
-        for c in range(v):
-            chunk = nn.Sequential(*(layers[i] for i in self.split[c * p + r]))
-            self._time(chunk, c)
+        for s, ids in mine.items():
+            chunk = nn.Sequential(*(layers[i] for i in ids))
+            self._time(chunk, s)
             self.chunk_modules.append(chunk)
-            self.stages.append(pipelining.PipelineStage(chunk, c * p + r, p * v, self.device,
+            self.stages.append(pipelining.PipelineStage(chunk, s, placement.num_stages, self.device,
                                                         group=groups[grid.replica]))
         schedule_cls = getattr(pipelining, TORCH_SCHEDULES[cfg.schedule])
         stages = self.stages if cfg.schedule == "interleaved" else self.stages[0]
@@ -78,7 +82,7 @@ class TorchPipelineRank(RankBase):
         self.holds_input = r == 0
         self.holds_target = r == p - 1
 
-    def _time(self, chunk: nn.Module, c: int) -> None:
+    def _time(self, chunk: nn.Module, stage: int) -> None:
         """F and B events from module hooks, numbered in call order within a step."""
         state = {"F": 0, "B": 0, "start": 0.0}
 
@@ -86,14 +90,14 @@ class TorchPipelineRank(RankBase):
             state["start"] = self.tracer.now()
 
         def f_end(module, args, out):
-            self.tracer.record("F", state["F"], c, state["start"], self.tracer.now())
+            self.tracer.record("F", stage, state["F"], state["start"], self.tracer.now())
             state["F"] += 1
 
         def b_start(module, grad_out):
             state["bstart"] = self.tracer.now()
 
         def b_end(module, grad_in, grad_out):
-            self.tracer.record("B", state["B"], c, state["bstart"], self.tracer.now())
+            self.tracer.record("B", stage, state["B"], state["bstart"], self.tracer.now())
             state["B"] += 1
 
         chunk.register_forward_pre_hook(f_start)

@@ -1,7 +1,8 @@
 """Per-rank event recording on a clock shared by all ranks, and gathering events to rank 0.
 
-An event is (op, mb, chunk, start, end, peer, tag, nbytes). Compute events span the F/B/W
-call. A transfer event spans from its post (Isend/Irecv) to the moment this rank observed its
+An event is (op, stage, mb, start, end, peer, tag, nbytes) (:mod:`ppbench.measure.events`).
+Compute events span the F/I/W/B call. A transfer event spans from its post (Isend/Irecv) to the moment
+this rank observed its
 completion (a Test or Wait that returned true). WAIT events span the time a rank was blocked
 waiting for transfers. Times are seconds on rank 0's clock (see :func:`clock_offset`).
 """
@@ -13,11 +14,12 @@ import time
 import numpy as np
 from mpi4py import MPI
 
-__all__ = ["OPS", "Tracer", "clock_offset", "gather_rows", "EVENT_FIELDS"]
+from ppbench.measure.events import EVENT_FIELDS
+from ppbench.plan.actions import EVENT_OPS
 
-OPS = ("F", "B", "W", "SEND_F", "RECV_F", "SEND_B", "RECV_B", "WAIT", "ALLREDUCE", "OPTIMIZER")
-OP_CODE = {op: i for i, op in enumerate(OPS)}
-EVENT_FIELDS = ("op", "mb", "chunk", "start", "end", "peer", "tag", "nbytes")
+__all__ = ["Tracer", "clock_offset", "offset_from_ping", "gather_rows"]
+
+_OP_CODE = {op: i for i, op in enumerate(EVENT_OPS)}
 
 
 class Tracer:
@@ -31,16 +33,24 @@ class Tracer:
     def now(self) -> float:
         return time.perf_counter() + self.offset
 
-    def record(self, op: str, mb: int, chunk: int, start: float, end: float, peer: int = -1, tag: int = -1,
+    def record(self, op: str, stage: int, mb: int, start: float, end: float, peer: int = -1, tag: int = -1,
                nbytes: int = 0) -> None:
+        """One event; ``op`` is an :class:`~ppbench.plan.actions.Op` or WAIT, ALLREDUCE, OPTIMIZER
+        (``stage`` and ``mb`` -1 for those)."""
         if self.enabled:
-            self.events.append((OP_CODE[op], mb, chunk, start, end, peer, tag, nbytes))
+            self.events.append((_OP_CODE[op], stage, mb, start, end, peer, tag, nbytes))
 
     def take(self) -> np.ndarray:
         """This step's events as an (n, 8) float64 array, and forget them."""
         rows = np.array(self.events, dtype=np.float64).reshape(-1, len(EVENT_FIELDS))
         self.events = []
         return rows
+
+
+def offset_from_ping(sent: float, remote: float, received: float) -> float:
+    """What to add to this clock to read rank 0's: rank 0 read ``remote`` on its clock between our
+    ``sent`` and ``received``, so at the midpoint of the round trip its clock showed ``remote``."""
+    return remote - (sent + received) / 2
 
 
 def clock_offset(comm: MPI.Comm, rounds: int = 20) -> tuple[float, float]:
@@ -68,7 +78,7 @@ def clock_offset(comm: MPI.Comm, rounds: int = 20) -> tuple[float, float]:
                 t1 = time.perf_counter()
                 if t1 - t0 < shortest:
                     shortest = t1 - t0
-                    best = (buf[0] - (t0 + t1) / 2, shortest / 2)
+                    best = (offset_from_ping(t0, float(buf[0]), t1), shortest / 2)
     return best
 
 

@@ -1,31 +1,45 @@
-"""Point-to-point tensor transfers through mpi4py's buffer API (Isend/Irecv; never pickle).
+"""Point-to-point tensor transfers of one rank: the interface the executor talks to, over MPI or
+in one process.
 
-Every transfer is non-blocking at the MPI level, so no pair of ranks can deadlock on the order
-of two sends. Waiting is polite: test, then a short sleep, because a spinning receive steals
-the core from working ranks when there are more ranks than cores. Each transfer is traced from
-its post to the moment its completion is observed; time spent blocked is traced as WAIT.
+Every transfer is non-blocking (post, then test or wait), so no pair of ranks can deadlock on the
+order of two sends. Waiting is polite: test, then a short sleep, because a spinning receive
+steals the core from working ranks when there are more ranks than cores. Each transfer is traced
+from its post to the moment its completion is observed; time spent blocked is traced as WAIT.
+
+- :class:`MpiTransport`: mpi4py's buffer API (Isend/Irecv; never pickle) on a communicator.
+- :class:`LocalTransport`: ranks as threads of one process, meeting in a :class:`LocalHub`.
+  A message completes when both its ends are posted (MPI's rendezvous protocol, the strictest
+  behaviour MPI allows), so a schedule that deadlocks under MPI deadlocks here too; instead of
+  hanging, a wait longer than ``wait_limit`` raises naming what it waited for.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import defaultdict, deque
 from dataclasses import dataclass
 
 import torch
-from mpi4py import MPI
 
+from ppbench.plan.actions import Action, Op
 from ppbench.run.tracer import Tracer
 
-__all__ = ["Transport"]
+__all__ = ["Transport", "MpiTransport", "LocalHub", "LocalTransport", "TransferTimeout"]
+
+_VERB = {Op.SEND_F: "activation to", Op.SEND_B: "gradient to", Op.RECV_F: "activation from",
+         Op.RECV_B: "gradient from"}
 
 
-@dataclass(eq=False)   # identity: two completed requests are both REQUEST_NULL and would compare equal
+class TransferTimeout(RuntimeError):
+    """An in-process wait lasted longer than its limit (the schedule deadlocks, or a rank died)."""
+
+
+@dataclass(eq=False)   # identity: two completed requests may compare equal
 class _Transfer:
-    request: MPI.Request
+    request: object     # has Test() -> bool
     buf: torch.Tensor
-    op: str            # SEND_F, RECV_F, SEND_B, RECV_B
-    mb: int
-    chunk: int
+    action: Action      # the SEND/RECV action
     peer: int
     tag: int
     posted: float
@@ -33,48 +47,60 @@ class _Transfer:
 
 
 class Transport:
-    """Outstanding sends and receives of one rank on its pipeline communicator."""
+    """Outstanding sends and receives of one rank. Subclasses provide ``_isend``/``_irecv``
+    (returning a request with ``Test()``) and ``tag_limit``; everything else is shared."""
 
-    def __init__(self, comm: MPI.Comm, tracer: Tracer | None = None, poll_interval: float = 1e-4,
+    tag_limit: int | None = None          # largest tag allowed (None: no limit)
+
+    def __init__(self, tracer: Tracer | None = None, poll_interval: float = 1e-4,
                  peer_names: list[int] | None = None, device: torch.device = torch.device("cpu"),
-                 cuda_aware: bool = False):
-        self.comm = comm
+                 staging: bool = False, wait_limit: float | None = None):
         self.device = device
-        # GPU tensors go through host buffers unless the MPI library reads device memory itself
-        self.staging = device.type == "cuda" and not cuda_aware
+        self.staging = staging            # device tensors travel through host buffers
         self.tracer = tracer or Tracer(enabled=False)
         self.poll_interval = poll_interval
-        self.peer_names = peer_names     # world rank of each pipe rank, for traces
+        self.peer_names = peer_names      # world rank of each pipe rank, for traces and messages
+        self.wait_limit = wait_limit
         self._sends: list[_Transfer] = []
-        self._recvs: dict[object, _Transfer] = {}
+        self._recvs: dict[Action, _Transfer] = {}
         self._waiting: list[_Transfer] = []
+
+    def _isend(self, buf: torch.Tensor, peer: int, tag: int):
+        raise NotImplementedError
+
+    def _irecv(self, buf: torch.Tensor, peer: int, tag: int):
+        raise NotImplementedError
+
+    def _cancelled(self) -> str | None:
+        """Why waiting is pointless now (another rank failed), or None."""
+        return None
+
+    def _name(self, peer: int) -> int:
+        return self.peer_names[peer] if self.peer_names else peer
 
     def waiting_for(self) -> str:
         """The transfers this rank is blocked on right now ('' when it is not waiting)."""
-        verb = {"SEND_F": "activation to", "SEND_B": "gradient to", "RECV_F": "activation from",
-                "RECV_B": "gradient from"}
-        names = self.peer_names or list(range(self.comm.Get_size()))
-        return ", ".join(f"{t.op}{t.mb} ({verb[t.op]} rank {names[t.peer]})" for t in self._waiting if t.done is None)
+        return ", ".join(f"{t.action} ({_VERB[t.action.op]} rank {self._name(t.peer)})"
+                         for t in self._waiting if t.done is None)
 
-    def send(self, tensor: torch.Tensor, dest: int, tag: int, op: str = "SEND_F", mb: int = -1, chunk: int = 0) -> None:
-        """Start sending ``tensor``; it is kept alive until the send completes."""
+    def send(self, tensor: torch.Tensor, action: Action, peer: int, tag: int) -> None:
+        """Start sending ``tensor`` for SEND action ``action``; it is kept alive until the send completes."""
         buf = tensor.detach().contiguous()
         if self.staging:
             buf = buf.to("cpu")            # synchronous copy: the data is final before MPI reads it
         now = self.tracer.now()
-        self._sends.append(_Transfer(self.comm.Isend(buf, dest, tag), buf, op, mb, chunk, dest, tag, now))
+        self._sends.append(_Transfer(self._isend(buf, peer, tag), buf, action, peer, tag, now))
 
-    def post_recv(self, key: object, shape: tuple[int, ...], dtype: torch.dtype, source: int, tag: int,
-                  op: str = "RECV_F", mb: int = -1, chunk: int = 0) -> None:
-        """Post a receive into a fresh buffer, once per key."""
-        if key not in self._recvs:
+    def post_recv(self, action: Action, shape: tuple[int, ...], dtype: torch.dtype, peer: int, tag: int) -> None:
+        """Post RECV action ``action`` into a fresh buffer (once; posting it again does nothing)."""
+        if action not in self._recvs:
             buf = torch.empty(shape, dtype=dtype, device="cpu" if self.staging else self.device)
             now = self.tracer.now()
-            self._recvs[key] = _Transfer(self.comm.Irecv(buf, source, tag), buf, op, mb, chunk, source, tag, now)
+            self._recvs[action] = _Transfer(self._irecv(buf, peer, tag), buf, action, peer, tag, now)
 
-    def take(self, key: object) -> torch.Tensor:
-        """Wait for the receive posted under ``key`` and hand over its buffer."""
-        transfer = self._recvs.pop(key)
+    def take(self, action: Action) -> torch.Tensor:
+        """Wait for the receive posted as ``action`` and hand over its buffer."""
+        transfer = self._recvs.pop(action)
         self._wait([transfer])
         self._trace(transfer)
         return transfer.buf.to(self.device) if self.staging else transfer.buf
@@ -85,7 +111,7 @@ class Transport:
         self._retire_sends()
 
     def progress(self) -> None:
-        """Let MPI move outstanding transfers forward without waiting; note completions."""
+        """Let outstanding transfers move forward without waiting; note completions."""
         if self._sends or self._recvs:
             self._test(self._sends + list(self._recvs.values()))
             self._retire_sends()
@@ -109,6 +135,7 @@ class Transport:
         if self._test(transfers):
             return
         start = self.tracer.now()
+        begun = time.monotonic()
         everything = transfers + [t for t in self._sends + list(self._recvs.values()) if t not in transfers]
         self._waiting = transfers
         while True:
@@ -116,8 +143,13 @@ class Transport:
             self._test(everything)
             if all(t.done is not None for t in transfers):
                 break
+            if self.wait_limit is not None and time.monotonic() - begun > self.wait_limit:
+                raise TransferTimeout(f"waited {self.wait_limit:g} s for {self.waiting_for()}")
+            cancelled = self._cancelled()
+            if cancelled:
+                raise TransferTimeout(f"stopped waiting for {self.waiting_for()}: {cancelled}")
         self._waiting = []
-        self.tracer.record("WAIT", -1, 0, start, self.tracer.now())
+        self.tracer.record("WAIT", -1, -1, start, self.tracer.now())
 
     def _retire_sends(self) -> None:
         for t in self._sends:
@@ -126,5 +158,77 @@ class Transport:
         self._sends = [t for t in self._sends if t.done is None]
 
     def _trace(self, t: _Transfer) -> None:
-        peer = self.peer_names[t.peer] if self.peer_names else t.peer
-        self.tracer.record(t.op, t.mb, t.chunk, t.posted, t.done, peer, t.tag, t.buf.numel() * t.buf.element_size())
+        a = t.action
+        self.tracer.record(a.op, a.stage, a.mb, t.posted, t.done, self._name(t.peer), t.tag,
+                           t.buf.numel() * t.buf.element_size())
+
+
+class MpiTransport(Transport):
+    """Transfers over an MPI communicator (this rank's pipeline communicator)."""
+
+    def __init__(self, comm, **kwargs):
+        from mpi4py import MPI
+
+        super().__init__(**kwargs)
+        self.comm = comm
+        self.tag_limit = comm.Get_attr(MPI.TAG_UB)
+
+    def _isend(self, buf, peer, tag):
+        return self.comm.Isend(buf, peer, tag)
+
+    def _irecv(self, buf, peer, tag):
+        return self.comm.Irecv(buf, peer, tag)
+
+
+class _LocalRequest:
+    __slots__ = ("buf", "done")
+
+    def __init__(self, buf: torch.Tensor):
+        self.buf, self.done = buf, False
+
+    def Test(self) -> bool:  # noqa: N802 - the MPI request's name
+        return self.done
+
+
+class LocalHub:
+    """Where the ranks of one in-process pipeline meet: posted sends and receives, matched in
+    order per (source, destination, tag), as MPI matches them."""
+
+    def __init__(self):
+        self.failed: str | None = None    # set when a rank fails: the others stop waiting
+        self._lock = threading.Lock()
+        self._sends: dict[tuple, deque] = defaultdict(deque)
+        self._recvs: dict[tuple, deque] = defaultdict(deque)
+
+    def post(self, kind: str, key: tuple, buf: torch.Tensor) -> _LocalRequest:
+        request = _LocalRequest(buf)
+        mine, theirs = (self._sends, self._recvs) if kind == "send" else (self._recvs, self._sends)
+        with self._lock:
+            if theirs[key]:
+                other = theirs[key].popleft()
+                send, recv = (request, other) if kind == "send" else (other, request)
+                if send.buf.shape != recv.buf.shape or send.buf.dtype != recv.buf.dtype:
+                    raise RuntimeError(f"message {key}: sent {tuple(send.buf.shape)} {send.buf.dtype}, receive "
+                                       f"posted for {tuple(recv.buf.shape)} {recv.buf.dtype}")
+                recv.buf.copy_(send.buf)
+                send.done = recv.done = True
+            else:
+                mine[key].append(request)
+        return request
+
+
+class LocalTransport(Transport):
+    """Rank ``rank`` of an in-process pipeline whose ranks share ``hub``."""
+
+    def __init__(self, hub: LocalHub, rank: int, wait_limit: float | None = 30.0, **kwargs):
+        super().__init__(wait_limit=wait_limit, **kwargs)
+        self.hub, self.rank = hub, rank
+
+    def _cancelled(self) -> str | None:
+        return self.hub.failed
+
+    def _isend(self, buf, peer, tag):
+        return self.hub.post("send", (self.rank, peer, tag), buf)
+
+    def _irecv(self, buf, peer, tag):
+        return self.hub.post("recv", (peer, self.rank, tag), buf)

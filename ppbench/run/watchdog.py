@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["StepWatchdog"]
 
@@ -24,7 +24,7 @@ class StepWatchdog:
         self.limit, self.describe, self.abort, self.grace = limit, describe, abort, grace
         self._timer: threading.Timer | None = None
 
-    def __enter__(self) -> "StepWatchdog":
+    def __enter__(self) -> StepWatchdog:
         if self.limit > 0:
             self._timer = threading.Timer(self.limit, self._fire)
             self._timer.daemon = True

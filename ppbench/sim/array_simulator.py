@@ -1,7 +1,7 @@
-"""The simulator at scale: the same semantics as :func:`ppbench.simulator.simulate`, on the
-array form of a schedule (:mod:`ppbench.schedule_arrays`), compiled by numba.
+"""The simulator at scale: the same semantics as :func:`ppbench.sim.simulator.simulate`, on the
+array form of a schedule (:mod:`ppbench.plan.arrays`), compiled by numba.
 
-Communication is implicit, placed as :func:`ppbench.schedules.add_communication` places it:
+Communication is implicit, placed as :func:`ppbench.plan.comm.add_communication` places it:
 the receive of a compute action sits just before it, its send just after. With that placement
 the rules of ``simulator.py`` become, for compute action k of a rank (``arrive`` = end of action
 k - 1, or 0; costs ``h`` overhead per action, ``c`` per message):
@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ppbench.plan.actions import COMPUTE_OPS
 from ppbench.plan import jit
-from ppbench.plan.arrays import OP_F, OP_W, ScheduleArrays
-from ppbench.sim.simulator import Costs, DeadlockError
+from ppbench.plan.arrays import OP_B, OP_F, OP_I, OP_W, ScheduleArrays
+from ppbench.sim.costs import Costs
+from ppbench.sim.simulator import DeadlockError
 
 __all__ = ["ArraySimulation", "simulate_arrays", "array_metrics"]
 
@@ -46,53 +46,60 @@ class ArraySimulation:
         return float(self.end.max()) if self.end.size else 0.0
 
 
-def _link(offsets, op, mb, chunk, p, v, m, producer, consumer, table):
-    """Fill producer[i] / consumer[i]: the action on the neighbouring virtual stage whose output
-    action i receives, and the one that receives its output (-1: none). Returns 0, or 1 if a
-    (rank, op, chunk, microbatch) appears twice, 2 if an action's peer is missing."""
-    for r in range(p):
+def _link(offsets, op, mb, stage, stage_rank, m, producer, consumer, table):
+    """Fill producer[i] / consumer[i]: the action on the neighbouring stage whose output action i
+    receives, and the one that receives its output (-1: none). F links to F; a backward (I or B)
+    to the next stage's backward, found in table row OP_I (B is filed there too). Returns 0, or
+    1 if a (stage, op, microbatch) appears twice or on a rank that does not hold the stage, 2 if
+    an action's peer is missing."""
+    num_stages = stage_rank.size
+    for r in range(offsets.size - 1):
         for i in range(offsets[r], offsets[r + 1]):
-            slot = ((r * 3 + op[i]) * v + chunk[i]) * m + mb[i]
-            if table[slot] >= 0:
+            row = OP_I if op[i] == OP_B else op[i]        # I and B of a stage are the same message's end
+            slot = (row * num_stages + stage[i]) * m + mb[i]
+            if table[slot] >= 0 or stage_rank[stage[i]] != r:
                 return 1
             table[slot] = i
-    last = p * v - 1
-    for r in range(p):
-        for i in range(offsets[r], offsets[r + 1]):
-            if op[i] == OP_W:
-                continue
-            stage = chunk[i] * p + r
-            up, down = (stage - 1, stage + 1) if op[i] == OP_F else (stage + 1, stage - 1)
-            if 0 <= up <= last:
-                producer[i] = table[(((up % p) * 3 + op[i]) * v + up // p) * m + mb[i]]
-                if producer[i] < 0:
-                    return 2
-            if 0 <= down <= last:
-                consumer[i] = table[(((down % p) * 3 + op[i]) * v + down // p) * m + mb[i]]
-                if consumer[i] < 0:
-                    return 2
+    last = num_stages - 1
+    for i in range(op.size):
+        if op[i] == OP_W:
+            continue
+        row = OP_F if op[i] == OP_F else OP_I
+        s = stage[i]
+        up, down = (s - 1, s + 1) if row == OP_F else (s + 1, s - 1)
+        if 0 <= up <= last:
+            producer[i] = table[(row * num_stages + up) * m + mb[i]]
+            if producer[i] < 0:
+                return 2
+        if 0 <= down <= last:
+            consumer[i] = table[(row * num_stages + down) * m + mb[i]]
+            if consumer[i] < 0:
+                return 2
     return 0
 
 
-def _links(s: ScheduleArrays, compiled: bool) -> tuple[np.ndarray, np.ndarray]:
+def _links(s: ScheduleArrays) -> tuple[np.ndarray, np.ndarray]:
     n = s.op.size
     producer, consumer = np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
-    table = np.full(s.p * 3 * s.v * s.m, -1, dtype=np.int64)
-    if compiled:
-        code = jit.compiled(_link)(s.offsets, s.op, s.mb, s.chunk, s.p, s.v, s.m, producer, consumer, table)
-    else:       # plain Python: widen first, or int8 arithmetic on NumPy scalars would overflow
-        code = _link(s.offsets, *(a.astype(np.int64) for a in (s.op, s.mb, s.chunk)), s.p, s.v, s.m, producer,
-                     consumer, table)
+    stages = s.placement.num_stages
+    table = np.full(3 * stages * s.m, -1, dtype=np.int64)
+    stage_rank = np.asarray(s.placement.stage_ranks, dtype=np.int64)
+    # widen first: int8 arithmetic on NumPy scalars would overflow in plain Python
+    op, mb, stage = (a.astype(np.int64) for a in (s.op, s.mb, s.stage))
+    code = jit.for_size(_link, n)(s.offsets, op, mb, stage, stage_rank, s.m, producer, consumer, table)
     if code:
-        raise ValueError("a (rank, op, chunk, microbatch) appears twice in the schedule" if code == 1
-                         else "an action's peer on the neighbouring stage is missing from the schedule")
+        raise ValueError("a (stage, op, microbatch) appears twice in the schedule, or on a rank that does not hold "
+                         "its stage" if code == 1 else "an action's peer on the neighbouring stage is missing")
     return producer, consumer
 
 
-def _run(offsets, dur, producer, consumer, p, overhead, comm, blocking, start, end, recv_post, arrival):
+def _run(offsets, dur, producer, consumer, nb_offsets, nb_ranks, overhead, comm, blocking, start, end, recv_post,
+         arrival):
     """The event loop over compute actions (``overhead[i]``: before action i; ``comm[i]``: latency of
-    the message action i receives); returns the number of ranks left unfinished."""
+    the message action i receives; rank r talks to ``nb_ranks[nb_offsets[r]:nb_offsets[r + 1]]``);
+    returns the number of ranks left unfinished."""
     n = dur.size
+    p = offsets.size - 1
     rank_of = np.empty(n, dtype=np.int64)
     for r in range(p):
         for i in range(offsets[r], offsets[r + 1]):
@@ -137,7 +144,8 @@ def _run(offsets, dur, producer, consumer, p, overhead, comm, blocking, start, e
             nxt[r] = i + 1
             advanced = True
         if advanced:
-            for nb in ((r + p - 1) % p, (r + 1) % p):
+            for k in range(nb_offsets[r], nb_offsets[r + 1]):
+                nb = nb_ranks[k]
                 if not queued[nb] and nxt[nb] < offsets[nb + 1]:
                     queued[nb] = True
                     stack[top] = nb
@@ -150,40 +158,50 @@ def _run(offsets, dur, producer, consumer, p, overhead, comm, blocking, start, e
     return unfinished
 
 
+def _neighbours(s: ScheduleArrays) -> tuple[np.ndarray, np.ndarray]:
+    """The ranks each rank exchanges messages with (holders of the stages next to its own), as CSR."""
+    placement = s.placement
+    lists = []
+    for r in range(placement.p):
+        near = {placement.rank_of(t) for st in placement.stages_of(r) for t in (st - 1, st + 1)
+                if 0 <= t < placement.num_stages} - {r}
+        lists.append(sorted(near))
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int64)
+    return offsets, np.array([x for near in lists for x in near], dtype=np.int64)
+
+
 def simulate_arrays(s: ScheduleArrays, costs: Costs = Costs(), mode: str = "blocking",
-                    compile_above: int = 20_000, durations: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-                    ) -> ArraySimulation:
+                    durations: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> ArraySimulation:
     """Simulate ``s``; raise DeadlockError (naming the stuck actions) if it cannot finish.
 
     ``durations``, if given, is (compute time, overhead before, latency of the received message)
-    for every action, replacing ``costs`` (to simulate sampled, unequal costs). Schedules with
-    more than ``compile_above`` actions run compiled."""
+    for every action, replacing ``costs`` (to simulate sampled, unequal costs). Large schedules
+    run compiled (:data:`ppbench.plan.jit.COMPILE_ABOVE`)."""
     if mode not in ("blocking", "nonblocking"):
         raise ValueError(f"mode must be 'blocking' or 'nonblocking', got {mode!r}")
     n = s.op.size
-    producer, consumer = _links(s, compiled=n > compile_above)
+    producer, consumer = _links(s)
     if durations is None:
-        dur = np.choose(s.op.astype(np.int64), [costs.fwd, costs.bwd, costs.wgrad]).astype(np.float64)
+        dur = np.asarray(costs.by_code(), dtype=np.float64)[s.op.astype(np.int64)]
         overhead, comm = np.full(n, float(costs.overhead)), np.full(n, float(costs.comm))
     else:
         dur, overhead, comm = (np.ascontiguousarray(a, dtype=np.float64) for a in durations)
     start, end = np.zeros(n), np.zeros(n)
     recv_post, arrival = np.full(n, np.nan), np.full(n, np.nan)
-    run = jit.compiled(_run) if n > compile_above else _run
-    stuck = run(s.offsets, dur, producer, consumer, s.p, overhead, comm, mode == "blocking", start, end, recv_post,
-                arrival)
+    stuck = jit.for_size(_run, n)(s.offsets, dur, producer, consumer, *_neighbours(s), overhead, comm,
+                                  mode == "blocking", start, end, recv_post, arrival)
     if stuck:
         where = {}
         for r in range(s.p):
             lo, hi = s.offsets[r], s.offsets[r + 1]
             at = lo + np.flatnonzero(start[lo:hi] < 0)
             if at.size:
-                where[r] = f"{COMPUTE_OPS[s.op[at[0]]]}{s.mb[at[0]]}" + (f"c{s.chunk[at[0]]}" if s.chunk[at[0]] else "")
+                where[r] = str(s.actions(r)[at[0] - lo])
         raise DeadlockError(where, f"({len(where)} of {s.p} ranks stuck; `ppbench schedule` prints the orders)")
     return ArraySimulation(s, start, end, producer, recv_post, arrival)
 
 
-def array_metrics(sim: ArraySimulation, compile_above: int = 20_000) -> dict:
+def array_metrics(sim: ArraySimulation) -> dict:
     """Step time, bubble (mean, max), utilization and overlap of a simulation, by the
     definitions of :mod:`ppbench.metrics` (which the tests check against its events form)."""
     s = sim.schedule
@@ -192,7 +210,7 @@ def array_metrics(sim: ArraySimulation, compile_above: int = 20_000) -> dict:
     bubble = 1 - busy / step if step > 0 else np.full(s.p, np.nan)
     return {"step_time": step, "busy_time_mean": float(busy.mean()), "bubble_mean": float(bubble.mean()),
             "bubble_max": float(bubble.max()), "utilization": float(1 - bubble.mean()),
-            "overlap": _overlap(sim, compiled=s.op.size > compile_above)}
+            "overlap": _overlap(sim)}
 
 
 def _covered(offsets, rank_of, start, end, producer, recv_post, arrival, out):
@@ -218,10 +236,11 @@ def _covered(offsets, rank_of, start, end, producer, recv_post, arrival, out):
             k += 1
 
 
-def _overlap(sim: ArraySimulation, compiled: bool) -> float:
+def _overlap(sim: ArraySimulation) -> float:
     """Share of transfer-interval time during which the same rank computed (the definition of
     :func:`ppbench.metrics.overlap`, on simulated messages)."""
     out = np.zeros(2)
-    (jit.compiled(_covered) if compiled else _covered)(sim.schedule.offsets, sim.schedule.rank, sim.start, sim.end, sim.producer,
+    s = sim.schedule
+    jit.for_size(_covered, s.op.size)(s.offsets, s.rank, sim.start, sim.end, sim.producer,
                                                     sim.recv_post, sim.arrival, out)
     return float(out[1] / out[0]) if out[0] > 0 else float("nan")

@@ -3,7 +3,7 @@ the model: ``ppbench simulate --from-run FILE``.
 
 Costs (means over every step and rank of the run: the sum along the critical path is what counts):
 
-- F, B, W: durations of those compute events, per stage (rank and chunk).
+- F, I, W, B: durations of those compute events, per stage.
 - overhead: the gap between one compute action's end and the next one's start on the same rank
   when no WAIT lies between them (the executor's own work: posting, bookkeeping, tracing; with
   the blocking transport also MPI copying a message that completes at the first Test).
@@ -17,14 +17,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ppbench.sim.array_simulator import array_metrics, simulate_arrays
 from ppbench.config import RunConfig
-from ppbench.measure.metrics import TRANSFER, transfer_intervals
+from ppbench.measure.events import COMPUTE, TRANSFER
+from ppbench.measure.metrics import transfer_intervals
 from ppbench.measure.results import Run
+from ppbench.plan.actions import COMPUTE_OPS
 from ppbench.plan.arrays import schedule_arrays
-from ppbench.sim.simulator import Costs
+from ppbench.sim.array_simulator import array_metrics, simulate_arrays
+from ppbench.sim.costs import Costs
 
-__all__ = ["measured_samples", "measured_costs", "simulate_run", "simulated_bubble", "compare_with_simulation", "resolved_transport"]
+__all__ = ["measured_samples", "measured_costs", "simulate_run", "simulated_bubble", "compare_with_simulation",
+           "resolved_transport"]
 
 
 def resolved_transport(config: dict) -> str:
@@ -33,9 +36,9 @@ def resolved_transport(config: dict) -> str:
 
 
 def measured_samples(events: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Every observed duration of one pipeline's events, by kind: F, B, W, overhead, comm (seconds)."""
+    """Every observed duration of one pipeline's events, by kind: F, I, W, B, overhead, comm (seconds)."""
     dur = (events["end"] - events["start"]).to_numpy()
-    samples = {op: dur[(events["op"] == op).to_numpy()] for op in ("F", "B", "W")}
+    samples = {op: dur[(events["op"] == op).to_numpy()] for op in COMPUTE}
     samples["overhead"] = _gaps(events)
     samples["comm"] = _latencies(events)
     return samples
@@ -48,13 +51,15 @@ def measured_costs(events: pd.DataFrame) -> Costs:
 
 def _mean_costs(samples: dict[str, np.ndarray]) -> Costs:
     mean = {k: float(v.mean()) if v.size else 0.0 for k, v in samples.items()}
-    return Costs(mean["F"], mean["B"], mean["W"], mean["comm"], mean["overhead"])
+    split = samples["I"].size > 0
+    bwd = mean["I"] + mean["W"] if split else mean["B"]
+    return Costs(mean["F"], bwd, mean["W"] if split else 0.0, mean["comm"], mean["overhead"])
 
 
 def _gaps(events: pd.DataFrame) -> np.ndarray:
     gaps = []
     for _, mine in events.groupby(["step", "rank"] if "step" in events else ["rank"]):
-        compute = mine[mine["op"].isin(("F", "B", "W"))].sort_values("start")
+        compute = mine[mine["op"].isin(COMPUTE)].sort_values("start")
         ends, starts = compute["end"].to_numpy()[:-1], compute["start"].to_numpy()[1:]
         waits = np.sort(mine.loc[mine["op"] == "WAIT", "start"].to_numpy())
         gaps.append((starts - ends)[np.searchsorted(waits, starts) == np.searchsorted(waits, ends)])
@@ -94,14 +99,13 @@ def simulate_run(run: Run, samples: int = 0, seed: int = 0) -> tuple[dict, Costs
     mode = resolved_transport(cfg)
     arrays = schedule_arrays(cfg["schedule"], cfg["pp"], cfg["microbatches"], cfg.get("chunks", 1))
     keys = ("step_time", "bubble_mean", "overlap")
-    compute = events[events["op"].isin(("F", "B", "W"))]
-    by_stage = _durations_by_action(compute, cfg.get("chunks", 1))
-    key = (arrays.rank.astype(np.int64) * arrays.v + arrays.chunk) * 3 + arrays.op
+    by_stage = _durations_by_action(events[events["op"].isin(COMPUTE)])
+    key = arrays.stage.astype(np.int64) * 4 + arrays.op
     n = arrays.op.size
     if not samples:
         mean = np.zeros(key.max() + 1)
         for k in np.unique(key):
-            mean[k] = np.mean(by_stage.get(int(k), observed["FBW"[k % 3]]))
+            mean[k] = np.mean(by_stage.get(int(k), observed[COMPUTE_OPS[k % 4].value]))
         dur = mean[key]
         metrics = array_metrics(simulate_arrays(arrays, costs, mode, durations=(
             dur, np.full(n, costs.overhead), np.full(n, costs.comm))))
@@ -112,17 +116,17 @@ def simulate_run(run: Run, samples: int = 0, seed: int = 0) -> tuple[dict, Costs
         dur = np.zeros(n)
         for k in np.unique(key):
             sel = key == k
-            dur[sel] = rng.choice(by_stage.get(int(k), observed["FBW"[k % 3]]), sel.sum())
+            dur[sel] = rng.choice(by_stage.get(int(k), observed[COMPUTE_OPS[k % 4].value]), sel.sum())
         overhead, comm = (rng.choice(observed[k], n) if observed[k].size else np.zeros(n) for k in ("overhead", "comm"))
         draws.append(array_metrics(simulate_arrays(arrays, costs, mode, durations=(dur, overhead, comm))))
     return {k: float(np.nanmedian([d[k] for d in draws])) if any(np.isfinite(d[k]) for d in draws) else float("nan")
             for k in keys}, costs
 
 
-def _durations_by_action(compute: pd.DataFrame, v: int) -> dict[int, np.ndarray]:
-    """Observed durations of each (rank, chunk, op), keyed like the simulation's actions."""
-    code = compute["op"].map({"F": 0, "B": 1, "W": 2}).to_numpy()
-    key = (compute["rank"].to_numpy() * v + compute["chunk"].to_numpy()) * 3 + code
+def _durations_by_action(compute: pd.DataFrame) -> dict[int, np.ndarray]:
+    """Observed durations of each (stage, op), keyed like the simulation's actions (stage x 4 + op code)."""
+    code = compute["op"].map({op.value: op.code for op in COMPUTE_OPS}).to_numpy()
+    key = compute["stage"].to_numpy() * 4 + code
     dur = (compute["end"] - compute["start"]).to_numpy()
     return {int(k): dur[key == k] for k in np.unique(key)}
 
@@ -142,8 +146,9 @@ def compare_with_simulation(run: Run, samples: int = 0, seed: int = 0) -> dict:
     summary = run.meta["summary"]
     measured = {"step_time": summary["step_time_median"], "bubble_mean": summary["bubble_mean_median"],
                 "overlap": summary["overlap_median"]}
-    return {"run": str(run.path.name), "schedule": cfg["schedule"], "pp": cfg["pp"], "microbatches": cfg["microbatches"],
-            "transport": resolved_transport(cfg), "workload": cfg["workload"], "message_bytes": cfg.get("message_bytes"),
+    return {"run": str(run.path.name), "schedule": cfg["schedule"], "pp": cfg["pp"],
+            "microbatches": cfg["microbatches"], "transport": resolved_transport(cfg), "workload": cfg["workload"],
+            "message_bytes": cfg.get("message_bytes"),
             "costs": {"fwd": costs.fwd, "bwd": costs.bwd, "wgrad": costs.wgrad, "comm": costs.comm,
                       "overhead": costs.overhead},
             "samples": samples, "measured": measured, "simulated": simulated,

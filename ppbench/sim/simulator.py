@@ -23,23 +23,11 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from ppbench.plan.actions import Action
+from ppbench.plan.comm import message_key, message_tag, peer_rank
+from ppbench.plan.placement import Placement
+from ppbench.sim.costs import Costs
 
-__all__ = ["Costs", "SimEvent", "SimResult", "DeadlockError", "simulate", "peer_rank", "message_tag",
-           "simulated_events"]
-
-
-@dataclass(frozen=True)
-class Costs:
-    """Duration of each kind of action, in any time unit (seconds for the synthetic workload)."""
-
-    fwd: float = 1.0     # one F on one virtual stage
-    bwd: float = 2.0     # one B (the full backward when the schedule has no W actions)
-    wgrad: float = 0.0   # one W (weight gradients only)
-    comm: float = 0.0    # one message, from the later of its two posts to completion
-    overhead: float = 0.0  # host time a rank spends before each compute action (posting, bookkeeping)
-
-    def compute(self, op: str) -> float:
-        return {"F": self.fwd, "B": self.bwd, "W": self.wgrad}[op]
+__all__ = ["Costs", "SimEvent", "SimResult", "DeadlockError", "simulate", "simulated_events", "infer_placement"]
 
 
 @dataclass(frozen=True)
@@ -71,38 +59,30 @@ class DeadlockError(RuntimeError):
         super().__init__(f"schedule deadlocks: {lines}\n{grid}")
 
 
-def peer_rank(action: Action, rank: int, p: int, v: int = 1) -> tuple[int, int]:
-    """(peer rank, peer chunk) that a SEND/RECV on ``rank`` talks to."""
-    stage = action.chunk * p + rank
-    downstream = action.op in ("SEND_F", "RECV_B")
-    other = stage + 1 if downstream else stage - 1
-    if not 0 <= other < p * v:
-        raise ValueError(f"{action} on rank {rank} has no peer: virtual stage {other} outside 0..{p * v - 1}")
-    return other % p, other // p
+def infer_placement(ranks: list[list[Action]]) -> Placement:
+    """The placement a set of per-rank lists implies: stage s belongs to the rank that computes it."""
+    owner: dict[int, int] = {}
+    for r, acts in enumerate(ranks):
+        for a in acts:
+            if a.is_compute and owner.setdefault(a.stage, r) != r:
+                raise ValueError(f"stage {a.stage} is computed on ranks {owner[a.stage]} and {r}; "
+                                 "a stage lives on one rank")
+    missing = sorted(set(range(max(owner, default=-1) + 1)) - set(owner))
+    if missing or not owner:
+        raise ValueError(f"no rank computes stage(s) {missing}" if missing else "the schedule computes nothing")
+    return Placement(tuple(owner[s] for s in range(len(owner))))
 
 
-def message_tag(action: Action, rank: int, p: int, v: int, m: int) -> int:
-    """MPI tag of a SEND/RECV: unique per step for each (direction, microbatch, stage boundary),
-    and the same on the sending and the receiving rank."""
-    stage = action.chunk * p + rank
-    boundary = stage if action.op in ("SEND_F", "RECV_B") else stage - 1
-    return (action.mb * p * v + boundary) * 2 + (action.direction == "B")
-
-
-def _message_key(action: Action, rank: int, p: int, v: int) -> tuple:
-    """Identify a message the same way on its sending and its receiving rank."""
-    peer, peer_chunk = peer_rank(action, rank, p, v)
-    if action.is_send:
-        return (action.direction, action.mb, rank, action.chunk, peer, peer_chunk)
-    return (action.direction, action.mb, peer, peer_chunk, rank, action.chunk)
-
-
-def simulate(ranks: list[list[Action]], costs: Costs = Costs(), mode: str = "blocking", v: int = 1) -> SimResult:
-    """Run every rank's list to completion in simulated time; raise DeadlockError if impossible."""
+def simulate(ranks: list[list[Action]], costs: Costs = Costs(), mode: str = "blocking",
+             placement: Placement | None = None) -> SimResult:
+    """Run every rank's list to completion in simulated time; raise DeadlockError if impossible.
+    ``placement`` defaults to the one the lists imply (:func:`infer_placement`)."""
     if mode not in ("blocking", "nonblocking"):
         raise ValueError(f"mode must be 'blocking' or 'nonblocking', got {mode!r}")
     p = len(ranks)
-    keys = [[_message_key(a, r, p, v) if not a.is_compute else None for a in acts] for r, acts in enumerate(ranks)]
+    placement = placement or infer_placement(ranks)
+    stages = placement.num_stages
+    keys = [[message_key(a, stages) if not a.is_compute else None for a in acts] for acts in ranks]
     posted: dict[tuple, dict[str, float]] = {}       # key -> {"send": t, "recv": t}
     waiting: dict[tuple, list[int]] = {}              # key -> ranks blocked on it
     index = [0] * p
@@ -145,7 +125,8 @@ def simulate(ranks: list[list[Action]], costs: Costs = Costs(), mode: str = "blo
                         preposted[r].add(k)
                         post(r, k, clock[r])
                         outstanding[r].append(keys[r][k])
-                needed = [key for key in outstanding[r] if key[4:] == (r, a.chunk) and key[0] == a.op[0] and key[1] == a.mb]
+                mine = (a.direction, a.mb)
+                needed = [key for key in outstanding[r] if key[3] == a.stage and key[:2] == mine]
             else:
                 needed = list(outstanding[r])
             finish = [done_at(key) for key in needed]
@@ -170,7 +151,7 @@ def simulate(ranks: list[list[Action]], costs: Costs = Costs(), mode: str = "blo
         if e.action.is_compute:
             fixed.append(e)
         else:
-            key = _message_key(e.action, e.rank, p, v)
+            key = message_key(e.action, stages)
             side = "send" if e.action.is_send else "recv"
             fixed.append(SimEvent(e.rank, e.action, posted[key][side], done_at(key)))
     result.events = fixed
@@ -186,15 +167,17 @@ def _grid(ranks: list[list[Action]], index: list[int]) -> str:
     return "\n".join(rows)
 
 
-def simulated_events(result: SimResult, p: int, m: int, v: int = 1):
-    """The simulation as an events table shaped like a measured run's (for ppbench.metrics)."""
+def simulated_events(result: SimResult, placement: Placement, m: int):
+    """The simulation as an events table shaped like a measured run's (for ppbench.measure.metrics)."""
     import pandas as pd
+
+    from ppbench.measure.events import EVENT_COLUMNS
 
     rows = []
     for e in result.events:
         a = e.action
         peer = tag = -1
         if not a.is_compute:
-            peer, tag = peer_rank(a, e.rank, p, v)[0], message_tag(a, e.rank, p, v, m)
-        rows.append((e.rank, a.op, a.mb, a.chunk, e.start, e.end, peer, tag, 0))
-    return pd.DataFrame(rows, columns=["rank", "op", "mb", "chunk", "start", "end", "peer", "tag", "nbytes"])
+            peer, tag = peer_rank(a, placement), message_tag(a, placement.num_stages, m)
+        rows.append((e.rank, a.op.value, a.stage, a.mb, e.start, e.end, peer, tag, 0))
+    return pd.DataFrame(rows, columns=list(EVENT_COLUMNS))

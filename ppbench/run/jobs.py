@@ -1,0 +1,54 @@
+"""How a command runs on MPI ranks: launched under mpiexec when started alone, and the failure
+policy inside the job (a user's configuration error exits 2 once; any other failure aborts the
+whole job so that no rank waits forever)."""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from collections.abc import Callable
+
+from ppbench.config import ConfigError, RunConfig
+from ppbench.run.launch import in_mpi_job, run_mpi
+
+__all__ = ["error", "launch_or_run", "on_every_rank"]
+
+
+def error(message: str) -> int:
+    """Print a user's mistake as one line; the exit status for it."""
+    print(f"ppbench: error: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+def launch_or_run(cfg: RunConfig, argv: list[str], timeout: float, on_rank: Callable[[RunConfig, object], int]) -> int:
+    """Validate; outside an MPI job re-launch this command (``argv``) on pp x dp ranks, inside it run ``on_rank``."""
+    try:
+        cfg = cfg.validate()
+    except ConfigError as exc:
+        return error(str(exc))
+    if cfg.pp * cfg.dp > 1 and not in_mpi_job():
+        return run_mpi(cfg.pp * cfg.dp, [sys.executable, "-m", "ppbench", *argv], timeout)
+    return on_every_rank(lambda comm: on_rank(cfg, comm))
+
+
+def on_every_rank(work: Callable[[object], int]) -> int:
+    """Run ``work(COMM_WORLD)`` on this rank. A ConfigError (raised alike on every rank) exits 2
+    with one message; any other exception is printed with this rank's number and aborts the
+    whole job, so no rank is left waiting."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    try:
+        return work(comm)
+    except ConfigError as exc:
+        if comm.Get_rank() == 0:
+            error(str(exc))
+        return 2
+    except Exception as exc:  # noqa: BLE001 - any failure must end the job
+        tb = traceback.format_exc()
+        print(f"ppbench: rank {comm.Get_rank()} of {comm.Get_size()} failed: {exc}\n{tb}", file=sys.stderr, flush=True)
+        if comm.Get_size() > 1:
+            time.sleep(0.5)      # let the launcher forward this message before MPI_Abort tears the job down
+            comm.Abort(1)
+        return 1
