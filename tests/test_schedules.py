@@ -8,7 +8,7 @@ import pytest
 from ppbench.cli import main
 from ppbench.plan import theory
 from ppbench.plan.actions import Action, Op, parse_action
-from ppbench.plan.comm import add_communication, message_key
+from ppbench.plan.comm import add_communication, highest_tag, message_key, message_tag
 from ppbench.plan.placement import Placement
 from ppbench.plan.schedules import (
     CHUNKED,
@@ -90,6 +90,20 @@ def test_every_send_has_its_receive(name, p, m, v):
     assert sends == recvs
     assert max(sends.values(), default=1) == 1
     assert sum(sends.values()) == 2 * m * (stages - 1)   # one activation and one gradient per boundary and microbatch
+
+
+@pytest.mark.parametrize("name,p,m,v", CASES, ids=case_ids)
+def test_every_message_of_a_step_has_its_own_tag_and_both_ends_agree(name, p, m, v):
+    """Tags must not rely on both ends posting colliding messages in the same order."""
+    stages = p * v
+    tags: dict[tuple, set[int]] = {}
+    for acts in build_schedule(name, p, m, v):
+        for a in acts:
+            if not a.is_compute:
+                tags.setdefault(message_key(a, stages), set()).add(message_tag(a, stages, m))
+    assert all(len(both_ends) == 1 for both_ends in tags.values())
+    assert len({t for (tag,) in tags.values() for t in [tag]}) == len(tags)
+    assert max((t for (t,) in tags.values()), default=0) <= highest_tag(stages, m)
 
 
 @pytest.mark.parametrize("name,p,m,v,mode", [(*c, mode) for c in CASES for mode in ("blocking", "nonblocking")
