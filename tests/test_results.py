@@ -39,10 +39,17 @@ def test_runs_never_overwrite_each_other(tmp_path):
     assert len(paths) == 5 and len(load_runs(tmp_path)[0]) == 5
 
 
-def test_config_key_ignores_fault_but_not_real_settings():
+def test_config_key_ignores_fault_but_every_real_setting_changes_it():
+    """A sweep resumes by these keys: a setting left out of the key would skip work never done."""
+    from dataclasses import fields
+
     base = RunConfig().to_dict()
     assert config_key(base) == config_key({**base, "fault": "1:F0"})
-    assert config_key(base) != config_key({**base, "microbatches": 8})
+    other = {"str": "x", "int": 7, "float": 0.5}
+    for f in fields(RunConfig):
+        if f.name != "fault":
+            changed = {**base, f.name: other[type(f.default).__name__]}
+            assert config_key(changed) != config_key(base), f.name
 
 
 def test_foreign_truncated_and_newer_files_are_named_and_skipped(tmp_path):
