@@ -12,10 +12,11 @@ P, M = (128, 512) if QUICK else (1024, 4096)
 
 def _simulate(schedule, p, m):
     from ppbench.plan.arrays import schedule_arrays
+    from ppbench.plan.schedules import SCHEDULES
     from ppbench.sim.array_simulator import array_metrics, simulate_arrays
     from ppbench.sim.costs import Costs
 
-    v = 2 if schedule == "interleaved" else 1
+    v = SCHEDULES[schedule].default_chunks
     mode = "blocking" if schedule == "naive" else "nonblocking"        # as `ppbench run`'s transport auto
     return array_metrics(simulate_arrays(schedule_arrays(schedule, p, m, v), Costs(1.0, 2.0, 1.0, comm=0.1), mode))
 

@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="compare a pipeline's gradients with single-process training")
     _add_config_options(check, groups=("run",))
     check.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    check.add_argument("--in-process", action="store_true",
+                       help="run every rank of the pipeline as a thread of this process, without MPI (dp = 1)")
     check.add_argument("--timeout", type=float, default=900.0, help="seconds before the MPI job is killed")
     check.set_defaults(handler=_cmd_check)
 
@@ -165,15 +167,29 @@ def _cmd_schedule(ns: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
+    from ppbench.report.text import check_text
+
+    def report(result: dict) -> int:
+        print(json.dumps(result) if ns.json else check_text(result), flush=True)
+        return 0 if result["passed"] else 1
+
     def on_rank(cfg: RunConfig, comm) -> int:
-        from ppbench.report.text import check_text
         from ppbench.run.check import run_check
 
         result = run_check(cfg, comm)
-        if comm.Get_rank() == 0:
-            print(json.dumps(result) if ns.json else check_text(result), flush=True)
-        return 0 if result["passed"] else 1
+        return report(result) if comm.Get_rank() == 0 else (0 if result["passed"] else 1)
 
+    if ns.in_process:
+        from ppbench.config import ConfigError
+        from ppbench.run.check import check_in_process
+
+        try:
+            cfg = _config(ns)
+            if cfg.dp != 1 or cfg.impl != "ppbench":
+                raise ConfigError("in-process", "runs one replica (dp = 1) with ppbench's executor")
+            return report(check_in_process(cfg))
+        except ConfigError as exc:
+            return error(str(exc))
     return launch_or_run(_config(ns), argv, ns.timeout, on_rank)
 
 

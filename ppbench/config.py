@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from ppbench.model_configs import PRESETS, model_config
-from ppbench.plan.schedules import NEEDS_NONBLOCKING, SCHEDULES, schedule_problem
+from ppbench.plan.schedules import SCHEDULES, schedule_problem
 
 __all__ = ["RunConfig", "ConfigError", "InjectedFault", "DTYPES", "OPTIMIZERS", "TRANSPORTS", "WORKLOADS"]
 
@@ -152,7 +152,7 @@ class RunConfig:
         if problem:
             field = "chunks" if "chunk" in problem else "microbatches"
             raise ConfigError(field, problem)
-        if self.schedule in NEEDS_NONBLOCKING and self.transport == "blocking":
+        if SCHEDULES[self.schedule].needs_nonblocking and self.transport == "blocking":
             raise ConfigError("transport", f"{self.schedule} deadlocks with the blocking transport (a send's matching "
                               "receive can come after the receiver's next computation); allowed: auto, nonblocking")
         layers = self.model_config().num_layers

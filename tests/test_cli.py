@@ -157,3 +157,17 @@ def test_every_config_field_round_trips_through_run_options():
                     fault="1:F0:nan", step_timeout=9.0, device="cpu", workload="synthetic", t_fwd=0.25,
                     t_bwd=0.5, message_bytes=1024, warmup=3, repeats=4)
     assert _config(_parser().parse_args(["run", *config_args(cfg)])) == cfg
+
+
+def test_check_in_process_needs_no_mpi_launcher():
+    env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARS}
+    env["PPBENCH_MPIEXEC"] = "/nonexistent/mpiexec"           # any launch attempt would fail
+    proc = subprocess.run([sys.executable, "-m", "ppbench", "check", "--in-process", "--schedule", "interleaved",
+                           "--pp", "2", "-m", "4", "--chunks", "2", "--model", "gpt", "--json"],
+                          capture_output=True, text=True, timeout=LIMIT, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["in_process"] and result["passed"] and result["max_rel_err"] <= 1e-10
+    bad = subprocess.run([sys.executable, "-m", "ppbench", "check", "--in-process", "--dp", "2"],
+                         capture_output=True, text=True, timeout=LIMIT, env=env, cwd=ROOT)
+    assert bad.returncode == 2 and "invalid in-process: runs one replica (dp = 1)" in bad.stderr

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from ppbench.config import ConfigError, RunConfig
 from ppbench.measure.results import config_key
-from ppbench.plan.schedules import CHUNKED
+from ppbench.plan.schedules import SCHEDULES
 from ppbench.run.launch import run_mpi
 
 __all__ = ["sweep_configs", "recorded_keys", "run_sweep", "config_args"]
@@ -34,7 +34,8 @@ def sweep_configs(schedules, world_sizes, microbatches, models, sizes, workloads
             notes.append(f"world size {world} is not a multiple of dp={dp}")
             continue
         cfg = RunConfig(schedule=schedule, pp=world // dp, dp=dp, microbatches=m, model=model, size=size,
-                        workload=workload, chunks=2 if schedule in CHUNKED else 1, **common)
+                        workload=workload, chunks=SCHEDULES[schedule].default_chunks if schedule in SCHEDULES else 1,
+                        **common)
         try:
             cfg.validate(world_size=world)
         except ConfigError as exc:

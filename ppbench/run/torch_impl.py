@@ -14,7 +14,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ppbench.config import RunConfig
-from ppbench.plan.schedules import placement_for
+from ppbench.plan.schedules import SCHEDULES, placement_for
 from ppbench.run import models
 from ppbench.run.executor import StepStats
 from ppbench.run.grid import Grid
@@ -75,7 +75,7 @@ class TorchPipelineRank(RankBase):
             self.stages.append(pipelining.PipelineStage(chunk, s, placement.num_stages, self.device,
                                                         group=groups[grid.replica]))
         schedule_cls = getattr(pipelining, TORCH_SCHEDULES[cfg.schedule])
-        stages = self.stages if cfg.schedule == "interleaved" else self.stages[0]
+        stages = self.stages if SCHEDULES[cfg.schedule].chunked else self.stages[0]
         self.schedule = schedule_cls(stages, n_microbatches=cfg.microbatches, scale_grads=True,
                                      loss_fn=lambda out, tgt: models.loss_fn(self.model_cfg, out, tgt))
         self.optimizer = make_optimizer(cfg, list(self.module.parameters()))
