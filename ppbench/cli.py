@@ -134,8 +134,10 @@ def _chunks(name: str, given: int | None) -> int:
 
 
 def _cmd_schedule(ns: argparse.Namespace, argv: list[str]) -> int:
+    from ppbench.config import ConfigError
     from ppbench.plan.comm import add_communication
     from ppbench.plan.schedules import compute_order, placement_for
+    from ppbench.resources import check_listing_fits
     from ppbench.sim.costs import Costs
     from ppbench.sim.simulator import simulate
     from ppbench.sim.timeline import timeline_text
@@ -144,6 +146,10 @@ def _cmd_schedule(ns: argparse.Namespace, argv: list[str]) -> int:
     problem = schedule_problem(ns.name, p, m, v)
     if problem:
         return error(problem)
+    try:
+        check_listing_fits(p, m, v)
+    except ConfigError as exc:
+        return error(str(exc))
     placement = placement_for(ns.name, p, v)
     compute = [compute_order(ns.name, p, m, r, v) for r in range(p)]
     full = [add_communication(acts, placement) for acts in compute]
@@ -181,16 +187,18 @@ def _cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
 
     if ns.in_process:
         from ppbench.config import ConfigError
+        from ppbench.resources import check_run_fits
         from ppbench.run.check import check_in_process
 
         try:
             cfg = _config(ns)
             if cfg.dp != 1 or cfg.impl != "ppbench":
                 raise ConfigError("in-process", "runs one replica (dp = 1) with ppbench's executor")
+            check_run_fits(cfg.validate(world_size=cfg.pp), 1, reference=True)
             return report(check_in_process(cfg))
         except ConfigError as exc:
             return error(str(exc))
-    return launch_or_run(_config(ns), argv, ns.timeout, on_rank)
+    return launch_or_run(_config(ns), argv, ns.timeout, on_rank, reference=True)
 
 
 def _cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
@@ -255,8 +263,10 @@ def _cmd_simulate(ns: argparse.Namespace, argv: list[str]) -> int:
         if ns.samples < 0:
             return error(f"--samples must be >= 0, got {ns.samples}")
         return _simulate_runs(ns.from_run, ns.samples, ns.json)
+    from ppbench.config import ConfigError
     from ppbench.plan import theory
     from ppbench.plan.arrays import schedule_arrays
+    from ppbench.resources import check_simulation_fits
     from ppbench.sim.array_simulator import array_metrics, simulate_arrays
     from ppbench.sim.costs import Costs
 
@@ -268,6 +278,10 @@ def _cmd_simulate(ns: argparse.Namespace, argv: list[str]) -> int:
     problem = schedule_problem(ns.schedule, p, m, v)
     if problem:
         return error(problem)
+    try:
+        check_simulation_fits(p, m, v)
+    except ConfigError as exc:
+        return error(str(exc))
     wgrad = ns.t_bwd / 2 if ns.t_wgrad is None else ns.t_wgrad
     times = (ns.t_fwd, ns.t_bwd, ns.t_comm, wgrad, ns.overhead, ns.t_byte, ns.message_bytes)
     if min(times) < 0 or wgrad > ns.t_bwd:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from ppbench.model_configs import PRESETS, model_config
+from ppbench.plan.comm import highest_tag
 from ppbench.plan.schedules import SCHEDULES, schedule_problem
 
 __all__ = ["RunConfig", "ConfigError", "InjectedFault", "DTYPES", "OPTIMIZERS", "TRANSPORTS", "WORKLOADS"]
@@ -14,6 +16,8 @@ OPTIMIZERS = ("sgd", "adam")
 TRANSPORTS = ("auto", "blocking", "nonblocking")
 WORKLOADS = ("model", "synthetic")
 FAULT_KINDS = ("raise", "nan", "kill", "hang")
+#: the largest tag any MPI may allow (a C int); the library's own MPI_TAG_UB is checked at start-up
+MAX_TAG = 2**31 - 1
 
 
 class ConfigError(ValueError):
@@ -28,10 +32,13 @@ class InjectedFault(RuntimeError):
     """Raised on purpose by ``RunConfig.fault`` to test failure handling."""
 
 
-def _field(default, help: str, group: str = "run", short: str | None = None, sweep: bool = False):
+def _field(default, help: str, group: str = "run", short: str | None = None, sweep: bool = False,
+           limits: tuple[float, float] | None = None):
     """A RunConfig field with what the command line needs to offer it: ``group`` 'run' (check and
-    run), 'measure' (run only); ``sweep``: also an option of ``ppbench sweep`` (one value for the grid)."""
-    return field(default=default, metadata={"help": help, "group": group, "short": short, "sweep": sweep})
+    run), 'measure' (run only); ``sweep``: also an option of ``ppbench sweep`` (one value for the grid);
+    ``limits``: the allowed (low, high) of a number, both included (docs/limits.md lists them)."""
+    return field(default=default, metadata={"help": help, "group": group, "short": short, "sweep": sweep,
+                                            "limits": limits})
 
 
 @dataclass(frozen=True)
@@ -40,36 +47,41 @@ class RunConfig:
     options that reproduce a configuration (:func:`ppbench.run.sweep.config_args`), come from these fields."""
 
     schedule: str = _field("1f1b", "schedule: " + ", ".join(SCHEDULES))
-    pp: int = _field(2, "pipeline stages p")
-    dp: int = _field(1, "data-parallel replicas d; world size = pp x dp", sweep=True)
-    microbatches: int = _field(4, "microbatches m per replica per step", short="-m")
-    chunks: int = _field(1, "model chunks v per rank (interleaved schedules; 1 otherwise)", short="-v")
-    global_batch: int = _field(0, "samples per step over all replicas (0: 2 x microbatches x dp)")
+    pp: int = _field(2, "pipeline stages p", limits=(1, 4096))
+    dp: int = _field(1, "data-parallel replicas d; world size = pp x dp", sweep=True, limits=(1, 4096))
+    microbatches: int = _field(4, "microbatches m per replica per step", short="-m", limits=(1, 65536))
+    chunks: int = _field(1, "model chunks v per rank (interleaved schedules; 1 otherwise)", short="-v",
+                         limits=(1, 64))
+    global_batch: int = _field(0, "samples per step over all replicas (0: 2 x microbatches x dp)",
+                               limits=(0, 2**31 - 1))
     model: str = _field("mlp", "model family: " + ", ".join(PRESETS))
     size: str = _field("tiny", "model preset: tiny, small, medium")
     dtype: str = _field("float64", "float32 or float64", sweep=True)
-    seed: int = _field(0, "weights and data are a function of the seed alone")
-    steps: int = _field(0, "optimizer steps (0: compare the gradients of one step)")
+    seed: int = _field(0, "weights and data are a function of the seed alone", limits=(0, 2**31 - 1))
+    steps: int = _field(0, "optimizer steps (0: compare the gradients of one step)", limits=(0, 100_000))
     optimizer: str = _field("sgd", "sgd (momentum 0.9) or adam")
-    lr: float = _field(0.01, "learning rate")
+    lr: float = _field(0.01, "learning rate", limits=(1e-12, 1e6))
     transport: str = _field("auto", "blocking, nonblocking, or auto (naive: blocking; others: nonblocking)",
                             sweep=True)
     fault: str = _field("", "testing aid: RANK:ACTION[:KIND] injects a fault on that world rank at that action, "
                         "KIND raise (default), nan, kill or hang (e.g. 1:B2:nan, 1:2SEND_B0)")
-    step_timeout: float = _field(0.0, "seconds a training step may take before the job is ended (0: no limit)")
+    step_timeout: float = _field(0.0, "seconds a training step may take before the job is ended (0: no limit)",
+                                 limits=(0, 86400))
+    stall_timeout: float = _field(300.0, "seconds a rank may go without starting an action before every rank says "
+                                  "what it waits for and the job is ended (0: never)", limits=(0, 86400))
     device: str = _field("auto", "auto (a CUDA device per local rank when available), cpu or cuda")
     impl: str = _field("ppbench", "ppbench (this package's executor) or torch (torch.distributed.pipelining; "
                        "gpipe, 1f1b, interleaved)")
     workload: str = _field("model", "model (real torch layers) or synthetic (timed sleeps, fixed message size)",
                            group="measure")
     t_fwd: float = _field(0.002, "synthetic: seconds of F per rank and microbatch (split over its chunks)",
-                          group="measure", sweep=True)
+                          group="measure", sweep=True, limits=(0, 3600))
     t_bwd: float = _field(0.004, "synthetic: seconds of B per rank and microbatch (I and W halves when split)",
-                          group="measure", sweep=True)
+                          group="measure", sweep=True, limits=(0, 3600))
     message_bytes: int = _field(65536, "synthetic: bytes per activation or gradient message", group="measure",
-                                sweep=True)
-    warmup: int = _field(1, "steps run before measuring", group="measure", sweep=True)
-    repeats: int = _field(5, "measured steps", group="measure", sweep=True)
+                                sweep=True, limits=(4, 2**31 - 1))
+    warmup: int = _field(1, "steps run before measuring", group="measure", sweep=True, limits=(0, 10_000))
+    repeats: int = _field(5, "measured steps", group="measure", sweep=True, limits=(1, 10_000))
 
     @property
     def batch(self) -> int:
@@ -124,26 +136,12 @@ class RunConfig:
         _choice("impl", self.impl, ["ppbench", "torch"])
         if self.impl == "torch":
             self._validate_torch_impl()
+        for f in fields(self):
+            if f.metadata["limits"]:
+                _in_range(f.name, getattr(self, f.name), *f.metadata["limits"])
         if self.device == "cuda" and not _cuda_available():
             raise ConfigError("device", "'cuda' requested but torch sees no CUDA device; allowed here: auto, cpu")
-        if not 0 <= self.step_timeout < 86400:
-            raise ConfigError("step_timeout",
-                              f"must be between 0 (no limit) and 86400 seconds, got {self.step_timeout}")
-        _at_least("warmup", self.warmup, 0)
-        _at_least("repeats", self.repeats, 1)
-        _at_least("message_bytes", self.message_bytes, 4)
-        for name in ("t_fwd", "t_bwd"):
-            if not 0 <= getattr(self, name) < 3600:
-                raise ConfigError(name, f"must be between 0 and 3600 seconds, got {getattr(self, name)}")
         _fault("fault", self.fault, self.pp * self.dp)
-        _at_least("pp", self.pp, 1)
-        _at_least("dp", self.dp, 1)
-        _at_least("microbatches", self.microbatches, 1)
-        _at_least("chunks", self.chunks, 1)
-        _at_least("global_batch", self.global_batch, 0)
-        _at_least("steps", self.steps, 0)
-        if not self.lr > 0:
-            raise ConfigError("lr", f"must be > 0, got {self.lr}")
         if self.batch % (self.microbatches * self.dp):
             raise ConfigError("global_batch", f"{self.batch} does not split into microbatches x dp = "
                               f"{self.microbatches} x {self.dp} = {self.microbatches * self.dp} equal microbatches; "
@@ -152,6 +150,11 @@ class RunConfig:
         if problem:
             field = "chunks" if "chunk" in problem else "microbatches"
             raise ConfigError(field, problem)
+        highest = highest_tag(self.pp * self.chunks, self.microbatches)
+        if highest > MAX_TAG:
+            raise ConfigError("microbatches", f"{self.microbatches} microbatches x {self.pp * self.chunks} stages need "
+                              f"MPI tags up to {highest}, above {MAX_TAG}; allowed: microbatches x stages up to "
+                              f"{(MAX_TAG + 1) // 2}")
         if SCHEDULES[self.schedule].needs_nonblocking and self.transport == "blocking":
             raise ConfigError("transport", f"{self.schedule} deadlocks with the blocking transport (a send's matching "
                               "receive can come after the receiver's next computation); allowed: auto, nonblocking")
@@ -186,9 +189,11 @@ def _choice(name: str, value: object, allowed: list[str]) -> None:
         raise ConfigError(name, f"{value!r} is not one of: {', '.join(allowed)}")
 
 
-def _at_least(name: str, value: int, low: int) -> None:
-    if value < low:
-        raise ConfigError(name, f"must be an integer >= {low}, got {value}")
+def _in_range(name: str, value: float, low: float, high: float) -> None:
+    kind = "an integer" if isinstance(value, int) else "a finite number"
+    if not (math.isfinite(value) and low <= value <= high):
+        bounds = f"{low}..{high}" if isinstance(value, int) else f"{low:g}..{high:g}"
+        raise ConfigError(name, f"must be {kind} in {bounds}, got {value!r}")
 
 
 def _fault(name: str, value: str, world: int) -> None:

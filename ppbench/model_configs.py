@@ -19,6 +19,19 @@ class MLPConfig:
     def num_layers(self) -> int:
         return self.n_layers
 
+    def layer_parameters(self) -> list[int]:
+        """Parameters of each layer (weight and bias of a width x width Linear)."""
+        return [self.width * self.width + self.width] * self.n_layers
+
+    def activation_elements(self, batch: int) -> int:
+        """Elements of the tensor passed between stages for ``batch`` samples."""
+        return batch * self.width
+
+    def saved_elements(self, batch: int, layers: int) -> int:
+        """Elements autograd keeps for backward over ``layers`` layers (each Linear's input and tanh's output
+        are one tensor: about one activation per layer, plus the loss's target)."""
+        return batch * self.width * (layers + 1)
+
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -33,6 +46,22 @@ class GPTConfig:
     @property
     def num_layers(self) -> int:
         return self.n_layer + 2  # embedding, blocks, head
+
+    def layer_parameters(self) -> list[int]:
+        """Parameters of each layer: embedding, blocks (LayerNorms, q/k/v/proj with no key bias, 4x MLP), head."""
+        c = self.n_embd
+        block = 12 * c * c + 12 * c
+        return [(self.vocab_size + self.block_size) * c, *[block] * self.n_layer, 2 * c + c * self.vocab_size]
+
+    def activation_elements(self, batch: int) -> int:
+        return batch * self.block_size * self.n_embd
+
+    def saved_elements(self, batch: int, layers: int) -> int:
+        """An upper estimate of what autograd keeps over ``layers`` layers: per block about 20 activations of
+        (B, T, C) and 3 of the attention's (B, nh, T, T); the head's logits and their softmax (B, T, vocab)."""
+        bt = batch * self.block_size
+        block = 20 * bt * self.n_embd + 3 * batch * self.n_head * self.block_size ** 2
+        return layers * block + 3 * bt * self.vocab_size
 
 
 #: (family, size) -> configuration. "tiny" keeps the test suite fast on 2 cores.

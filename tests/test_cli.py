@@ -44,7 +44,7 @@ def test_check_prints_a_readable_verdict():
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--microbatches", "0"], "invalid microbatches: must be an integer >= 1, got 0"),
+    (["--microbatches", "0"], "invalid microbatches: must be an integer in 1..65536, got 0"),
     (["--schedule", "zb"], "invalid schedule: 'zb' is not one of: naive, gpipe, 1f1b"),
     (["--pp", "3", "--global-batch", "8", "-m", "3"], "invalid global_batch: 8 does not split"),
 ])

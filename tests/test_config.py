@@ -8,9 +8,14 @@ from ppbench.config import ConfigError, RunConfig
 
 
 @pytest.mark.parametrize("changes,world,message", [
-    ({"microbatches": 0}, None, "invalid microbatches: must be an integer >= 1, got 0"),
-    ({"pp": 0}, None, "invalid pp: must be an integer >= 1, got 0"),
-    ({"dp": -1}, None, "invalid dp: must be an integer >= 1, got -1"),
+    ({"microbatches": 0}, None, "invalid microbatches: must be an integer in 1..65536, got 0"),
+    ({"microbatches": 1_000_000_000}, None, "invalid microbatches: must be an integer in 1..65536, got 1000000000"),
+    ({"pp": 0}, None, "invalid pp: must be an integer in 1..4096, got 0"),
+    ({"dp": -1}, None, "invalid dp: must be an integer in 1..4096, got -1"),
+    ({"message_bytes": 10**10}, None, "invalid message_bytes: must be an integer in 4..2147483647, got 10000000000"),
+    ({"lr": float("inf")}, None, "invalid lr: must be a finite number in 1e-12..1e+06, got inf"),
+    ({"lr": float("nan")}, None, "invalid lr: must be a finite number in 1e-12..1e+06, got nan"),
+    ({"step_timeout": -1.0}, None, "invalid step_timeout: must be a finite number in 0..86400, got -1.0"),
     ({"pp": 2, "dp": 2}, 2, "invalid pp x dp: pp=2 x dp=2 = 4 must equal the MPI world size 2"),
     ({"global_batch": 10, "microbatches": 4, "dp": 1}, None,
      "invalid global_batch: 10 does not split into microbatches x dp = 4 x 1 = 4 equal microbatches; "
@@ -24,8 +29,8 @@ from ppbench.config import ConfigError, RunConfig
     ({"dtype": "float16"}, None, "invalid dtype: 'float16' is not one of: float32, float64"),
     ({"optimizer": "lamb"}, None, "invalid optimizer: 'lamb' is not one of: sgd, adam"),
     ({"transport": "rdma"}, None, "invalid transport: 'rdma' is not one of: auto, blocking, nonblocking"),
-    ({"lr": 0.0}, None, "invalid lr: must be > 0, got 0.0"),
-    ({"steps": -2}, None, "invalid steps: must be an integer >= 0, got -2"),
+    ({"lr": 0.0}, None, "invalid lr: must be a finite number in 1e-12..1e+06, got 0.0"),
+    ({"steps": -2}, None, "invalid steps: must be an integer in 0..100000, got -2"),
     ({"microbatches": "4"}, None, "invalid microbatches: expected int, got str '4'"),
     ({"fault": "9:F0"}, None, "invalid fault: '9:F0' is not RANK:ACTION[:KIND] with 0 <= RANK < 2"),
     ({"fault": "0:X"}, None, "invalid fault: '0:X' is not RANK:ACTION"),

@@ -1,7 +1,7 @@
 """The layers of ppbench/ and what each may import (docs/internals.md draws the same picture).
 
     plan      actions, placement, schedules, communication, theory, array forms   numpy (numba)
-    config    RunConfig, model sizes                                               plan
+    config    RunConfig, model sizes, resource limits                              plan
     measure   events, metrics, result files                                        plan; pandas, pyarrow
     sim       costs, simulators, calibration, text timelines                       plan, config, measure
     report    tables, pictures, terminal text                                      plan, config, measure, sim
@@ -43,7 +43,7 @@ def layer_of_module(parts: list[str]) -> str:
     if len(parts) < 2:
         return "package"
     head = parts[1]
-    if head in ("config", "model_configs"):
+    if head in ("config", "model_configs", "resources"):
         return "config"
     if head in ("cli", "__main__"):
         return "cli"

@@ -92,3 +92,13 @@ def test_the_executor_holds_peak_in_flight_times_the_bytes_of_one_microbatch():
     # Input and target are views into the global batch: their own 256 bytes count, not the batch's.
     per_microbatch = 10 * 2 * 16 * 8
     assert stats[0].peak_in_flight == m and stats[0].peak_saved_bytes == m * per_microbatch
+
+
+@pytest.mark.parametrize("family", ["mlp", "gpt"])
+@pytest.mark.parametrize("size", ["tiny", "small", "medium"])
+def test_parameter_counts_known_before_building_equal_the_built_model(family, size):
+    import torch
+
+    cfg = models.model_config(family, size)
+    built = models.build_layers(cfg, 0, torch.float32)
+    assert [sum(p.numel() for p in layer.parameters()) for layer in built] == cfg.layer_parameters()

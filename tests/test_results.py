@@ -45,9 +45,10 @@ def test_config_key_ignores_fault_but_every_real_setting_changes_it():
 
     base = RunConfig().to_dict()
     assert config_key(base) == config_key({**base, "fault": "1:F0"})
+    assert config_key(base) == config_key({**base, "stall_timeout": 5.0})
     other = {"str": "x", "int": 7, "float": 0.5}
     for f in fields(RunConfig):
-        if f.name != "fault":
+        if f.name not in ("fault", "stall_timeout"):
             changed = {**base, f.name: other[type(f.default).__name__]}
             assert config_key(changed) != config_key(base), f.name
 

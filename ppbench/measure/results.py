@@ -45,7 +45,7 @@ class Run:
 
 def config_key(config: dict) -> str:
     """Stable identity of a configuration (what a sweep compares to skip finished work)."""
-    ignored = {"fault"}
+    ignored = {"fault", "stall_timeout"}     # what does not change the measurement (and fields added later)
     canonical = json.dumps({k: v for k, v in sorted(config.items()) if k not in ignored}, sort_keys=True)
     return hashlib.sha1(canonical.encode()).hexdigest()[:16]
 

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from ppbench.config import InjectedFault
+from ppbench.config import ConfigError, InjectedFault
 from ppbench.plan.actions import Action, Op
 from ppbench.plan.comm import highest_tag, message_tag, peer_rank
 from ppbench.plan.placement import Placement
@@ -83,9 +83,9 @@ class Executor:
         self.current: Action | None = None
         self.where = where or f"pipeline rank {rank}"   # names this process in error messages
         highest = highest_tag(placement.num_stages, num_microbatches)
-        if transport.tag_limit is not None and highest > transport.tag_limit:
-            raise ValueError(f"{num_microbatches} microbatches x {placement.num_stages} stages need MPI tags up to "
-                             f"{highest}, above this MPI's limit {transport.tag_limit}")
+        if transport.tag_limit is not None and highest > transport.tag_limit:   # the same verdict on every rank
+            raise ConfigError("microbatches", f"{num_microbatches} microbatches x {placement.num_stages} stages need "
+                              f"MPI tags up to {highest}, above this MPI's limit {transport.tag_limit}")
         self.next_recvs = self._lookahead(actions)
 
     def run(self, inputs: list, targets: list) -> StepStats:

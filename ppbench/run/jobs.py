@@ -21,15 +21,36 @@ def error(message: str) -> int:
     return 2
 
 
-def launch_or_run(cfg: RunConfig, argv: list[str], timeout: float, on_rank: Callable[[RunConfig, object], int]) -> int:
-    """Validate; outside an MPI job re-launch this command (``argv``) on pp x dp ranks, inside it run ``on_rank``."""
+def launch_or_run(cfg: RunConfig, argv: list[str], timeout: float, on_rank: Callable[[RunConfig, object], int],
+                  reference: bool = False) -> int:
+    """Validate (fields, then whether the host can hold the run: ``reference`` counts the check's
+    single-process model too); outside an MPI job re-launch this command (``argv``) on pp x dp
+    ranks, inside it run ``on_rank``."""
+    from ppbench.resources import check_run_fits, ranks_on_this_host
+
+    launching = cfg.pp * cfg.dp > 1 and not in_mpi_job()
     try:
         cfg = cfg.validate()
+        if launching:
+            check_run_fits(cfg, cfg.pp * cfg.dp, reference)
     except ConfigError as exc:
         return error(str(exc))
-    if cfg.pp * cfg.dp > 1 and not in_mpi_job():
+    if launching:
         return run_mpi(cfg.pp * cfg.dp, [sys.executable, "-m", "ppbench", *argv], timeout)
-    return on_every_rank(lambda comm: on_rank(cfg, comm))
+
+    def checked(comm) -> int:
+        problem = None
+        if comm.Get_rank() == 0:             # one rank reads the host's memory; every rank gets its verdict
+            try:
+                check_run_fits(cfg, ranks_on_this_host(comm.Get_size()), reference)
+            except ConfigError as exc:
+                problem = (exc.field, str(exc).partition(": ")[2])
+        problem = comm.bcast(problem, root=0)
+        if problem:
+            raise ConfigError(*problem)
+        return on_rank(cfg, comm)
+
+    return on_every_rank(checked)
 
 
 def on_every_rank(work: Callable[[object], int]) -> int:
