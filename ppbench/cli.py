@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+import traceback
 from dataclasses import fields
 
 from ppbench.config import RunConfig
@@ -18,18 +20,37 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done, 1 a check not equivalent or a job that failed, 2 a usage, configuration, path
+    or launcher error (one line; ``--debug`` or PPBENCH_DEBUG=1 adds the traceback), 124 an MPI job past
+    its --timeout, 128 + N stopped by signal N (SIGINT 130, SIGTERM 143, SIGHUP 129) with the job ended."""
+    from ppbench.config import ConfigError
+    from ppbench.run.launch import Interrupted, LauncherError
+
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
     ns = parser.parse_args(argv)
     if not hasattr(ns, "handler"):
         parser.print_help()
         return 2
-    return ns.handler(ns, argv)
+    argv = [a for a in argv if a != "--debug"]          # what a self-launched job re-runs
+    try:
+        return ns.handler(ns, argv)
+    except Interrupted as exc:
+        print(f"ppbench: {exc}", file=sys.stderr, flush=True)
+        return exc.status
+    except (ConfigError, LauncherError) as exc:
+        if ns.debug or os.environ.get("PPBENCH_DEBUG") == "1":
+            traceback.print_exc()
+        return error(str(exc))
+    except BrokenPipeError:                               # e.g. `ppbench schedule ... | head`
+        sys.stderr.close()
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ppbench", description="Pipeline-parallel schedules over MPI: "
                                      "reference implementations, gradient equivalence, measurements.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors too (or PPBENCH_DEBUG=1)")
     sub = parser.add_subparsers(metavar="COMMAND")
 
     sched = sub.add_parser("schedule", help="print a schedule's per-rank action lists")
@@ -46,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     check.add_argument("--in-process", action="store_true",
                        help="run every rank of the pipeline as a thread of this process, without MPI (dp = 1)")
-    check.add_argument("--timeout", type=float, default=900.0, help="seconds before the MPI job is killed")
+    check.add_argument("--timeout", type=_seconds, default=900.0, help="seconds before the MPI job is ended")
     check.set_defaults(handler=_cmd_check)
 
     run = sub.add_parser("run", help="measure a configuration and record its result file")
@@ -55,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-save", action="store_true", help="print the metrics, write no file")
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     run.add_argument("--quiet", action="store_true", help="print nothing (sweeps)")
-    run.add_argument("--timeout", type=float, default=1800.0, help="seconds before the MPI job is killed")
+    run.add_argument("--timeout", type=_seconds, default=1800.0, help="seconds before the MPI job is ended")
     run.set_defaults(handler=_cmd_run)
 
     sweep = sub.add_parser("sweep", help="run a grid of configurations, skipping those already recorded")
@@ -69,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--results", default="results", help="result directory (default results/)")
     sweep.add_argument("--redo", action="store_true", help="rerun configurations already recorded")
     sweep.add_argument("--dry-run", action="store_true", help="list the configurations and stop")
-    sweep.add_argument("--timeout", type=float, default=900.0, help="seconds per run before it is killed")
+    sweep.add_argument("--timeout", type=_seconds, default=900.0, help="seconds per run before it is ended")
     sweep.set_defaults(handler=_cmd_sweep)
 
     report = sub.add_parser("report", help="summarise result files: table, pictures, HTML page")
@@ -112,6 +133,17 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--json", action="store_true")
     sim.set_defaults(handler=_cmd_simulate)
     return parser
+
+
+def _seconds(text: str) -> float:
+    """A --timeout: finite, above 0, at most a week."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 7 * 86400:
+        raise argparse.ArgumentTypeError(f"must be seconds in (0, 604800], got {text!r}")
+    return value
 
 
 def _add_config_options(parser: argparse.ArgumentParser, groups: tuple[str, ...] = (),
@@ -202,6 +234,13 @@ def _cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
+    from ppbench.measure.results import remove_stale_partials
+    from ppbench.run.jobs import output_directory
+
+    if not ns.no_save:
+        output_directory(ns.results, "results")
+        remove_stale_partials(ns.results)
+
     def on_rank(cfg: RunConfig, comm) -> int:
         from ppbench.report.text import run_text
         from ppbench.run.runner import run_benchmark
@@ -224,6 +263,9 @@ def _cmd_sweep(ns: argparse.Namespace, argv: list[str]) -> int:
         except ValueError:
             raise SystemExit(error(f"cannot read {text!r} as a comma-separated list of {kind.__name__}")) from None
 
+    from ppbench.run.jobs import output_directory
+
+    output_directory(ns.results, "results")
     shared = {f.name: getattr(ns, f.name) for f in fields(RunConfig) if f.metadata["sweep"]}
     try:
         RunConfig(**shared).validate()
@@ -246,9 +288,12 @@ def _cmd_report(ns: argparse.Namespace, argv: list[str]) -> int:
     from pathlib import Path
 
     from ppbench.report.summary import run_report
+    from ppbench.run.jobs import output_directory
 
     if not Path(ns.directory).is_dir():
         return error(f"{ns.directory} is not a directory")
+    if not ns.no_files:
+        output_directory(ns.out or str(Path(ns.directory) / "report"), "out")
     code, text, warnings = run_report(ns.directory, ns.format, ns.out, ns.schedule, ns.model, ns.workload,
                                       ns.baseline, write=not ns.no_files)
     for warning in warnings:

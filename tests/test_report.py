@@ -41,7 +41,9 @@ def fixture_run(directory, schedule="1f1b", pp=2, m=4, step_times=(1.0, 1.2, 1.1
         steps.append(metrics)
     summary = {"peak_in_flight": [theory.peak_in_flight(schedule, pp, m, r) for r in range(pp)],
                "peak_in_flight_theory": [theory.peak_in_flight(schedule, pp, m, r) for r in range(pp)],
-               "peak_saved_bytes": [1024 * (pp - r) for r in range(pp)]}
+               "peak_saved_bytes": [1024 * (pp - r) for r in range(pp)],
+               **{f"{k}_median": float(pd.Series([s[k] for s in steps]).median())
+                  for k in ("step_time", "bubble_mean", "overlap")}}
     return write_run(directory, cfg.to_dict(), ENV, steps, summary, pd.concat(frames, ignore_index=True))
 
 
@@ -56,7 +58,7 @@ def results(tmp_path):
 
 def test_report_writes_every_picture_and_page(results):
     code, text, warnings = run_report(str(results), "table", None, None, None, None, None)
-    assert code == 0 and warnings == []
+    assert code == 0 and warnings == [f"9 result files read, 0 skipped in {results}/"]
     out = results / "report"
     expected = ["timeline-gpipe.png", "timeline-1f1b.png", "bubble.png", "scaling.png", "overlap.png"]
     page = (out / "index.html").read_text()
@@ -132,3 +134,54 @@ def test_report_rejects_a_missing_directory(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ppbench", "report", str(tmp_path / "nope")], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and "is not a directory" in proc.stderr
+
+
+def test_a_hostile_results_directory_still_gives_a_complete_report(tmp_path):
+    import os
+
+    import pyarrow.parquet as pq
+
+    results = tmp_path / "results"
+    good = fixture_run(results, "1f1b", 2, 4)
+    fixture_run(results / "sub", "gpipe", 2, 4)
+    odd = results / "odd <b>&\nname.parquet"                        # markup and a newline in a good file's name
+    odd.write_bytes(good.read_bytes())
+    raw = os.fsencode(results) + b"/bad-\xff-bytes.parquet"         # not UTF-8
+    with open(raw, "wb") as fh:
+        fh.write(b"junk")
+    (results / "loop.parquet").symlink_to(results)                   # a link into a loop
+    (results / "outside").symlink_to(tmp_path)                       # a link out of the directory
+    (results / "linked.parquet").symlink_to(good)                    # a link to a good file: still not followed
+    dataset = results / "dataset.parquet"                             # a Parquet dataset directory
+    dataset.mkdir()
+    (dataset / "part-0.parquet").write_bytes(good.read_bytes())
+    (results / "foreign.parquet").write_bytes(b"PAR1 but not really")
+    (results / "<script>x.parquet").write_bytes(b"junk")              # markup in a skipped file's name
+    table = pq.read_table(good)
+    meta = json.loads(table.schema.metadata[b"ppbench"])
+    keyless = {**meta, "config": {k: v for k, v in meta["config"].items() if k != "pp"}}
+    typed = {**meta, "environment": {**meta["environment"], "cores": "2"}}
+    stepless = {**meta, "steps": [{"step_time": 1.0}]}
+    for name, doc in (("keyless", keyless), ("typed", typed), ("stepless", stepless)):
+        damaged = table.replace_schema_metadata({b"ppbench": json.dumps(doc).encode()})
+        pq.write_table(damaged, results / f"{name}.parquet")
+    out = tmp_path / "report"
+    code, text, warnings = run_report(str(results), "table", str(out), None, None, None, None)
+    assert code == 0
+    said = "\n".join(warnings)
+    for expected in ("loop.parquet: symbolic link to a directory, not followed",
+                     "outside: symbolic link to a directory, not followed",
+                     "linked.parquet: symbolic link, not followed",
+                     "dataset.parquet: a directory (a Parquet dataset?), not a result file",
+                     "foreign.parquet: not a readable Parquet file",
+                     "bad-\\xff-bytes.parquet: not a readable Parquet file",
+                     "keyless.parquet: metadata lacks config.pp",
+                     "typed.parquet: metadata field environment.cores is str '2', expected int",
+                     "stepless.parquet: metadata steps[0].throughput is missing or not a number",
+                     "<script>x.parquet: not a readable Parquet file",
+                     f"3 result files read, 10 skipped in {results}/"):
+        assert expected in said, expected
+    page = (out / "index.html").read_text()
+    assert page.rstrip().endswith("</html>") and "bad-\\xff-bytes" in page
+    assert "&lt;script&gt;x.parquet" in page and "<script>" not in page
+    assert not [p for p in out.iterdir() if p.name.endswith(".partial")]

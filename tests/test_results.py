@@ -17,10 +17,17 @@ def events():
                          "nbytes": [0, 4096]})
 
 
+ENV = {"host": "h", "cores": 2, "device": "cpu", "mpi_library": "MPICH", "oversubscribed": False, "torch": "2",
+       "mpi4py": "4"}
+STEPS = [{"step": 1, "step_time": 2.0, "throughput": 4.0, "bubble_mean": 0.25, "bubble_max": 0.5,
+          "utilization": 0.75, "overlap": 0.5, "exposed_comm": 0.1}]
+SUMMARY = {"step_time_median": 2.0, "bubble_mean_median": 0.25, "overlap_median": 0.5, "peak_in_flight": [2, 1],
+           "peak_saved_bytes": [64, 32]}
+
+
 def write(tmp_path, **changes):
     cfg = RunConfig(**changes).to_dict()
-    return write_run(tmp_path, cfg, {"host": "h", "cores": 2}, [{"step": 1, "step_time": 2.0}],
-                     {"step_time_median": 2.0}, events())
+    return write_run(tmp_path, cfg, ENV, STEPS, SUMMARY, events())
 
 
 def test_round_trip_keeps_types_and_metadata(tmp_path):
@@ -28,7 +35,7 @@ def test_round_trip_keeps_types_and_metadata(tmp_path):
     run = read_run(path)
     assert run.meta["schema"] == SCHEMA_VERSION and run.config["schedule"] == "gpipe"
     assert run.meta["config_key"] == config_key(run.config)
-    assert run.meta["steps"] == [{"step": 1, "step_time": 2.0}]
+    assert run.meta["steps"] == STEPS
     pd.testing.assert_frame_equal(run.events, events())
     assert pd.read_parquet(path)["nbytes"].dtype == "int64"          # plain pandas reads it too
     assert not list(tmp_path.glob(".*.partial"))
@@ -96,8 +103,8 @@ def schema_1_file(tmp_path, schedule: str, pp: int, rows: list[tuple]) -> str:
     """A result file as ppbench 0.1 wrote it: rank-local chunk, and B for ZB-H1's input gradient."""
     frame = pd.DataFrame(rows, columns=["step", "rank", "op", "mb", "chunk", "start", "end", "peer", "tag", "nbytes"])
     config = RunConfig(schedule=schedule, pp=pp).to_dict()
-    meta = {"schema": 1, "run_id": "old", "config_key": config_key(config), "config": config, "environment": {},
-            "steps": [], "summary": {}}
+    meta = {"schema": 1, "run_id": "old", "config_key": config_key(config), "config": config, "environment": ENV,
+            "steps": STEPS, "summary": SUMMARY}
     table = pa.Table.from_pandas(frame, preserve_index=False)
     pq.write_table(table.replace_schema_metadata({b"ppbench": json.dumps(meta).encode()}), tmp_path / "old.parquet")
     return tmp_path / "old.parquet"

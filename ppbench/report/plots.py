@@ -4,6 +4,7 @@ what it needs."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib
@@ -14,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ppbench.measure.events import COMPUTE, TRANSFER  # noqa: E402
-from ppbench.measure.results import Run  # noqa: E402
+from ppbench.measure.results import Run, atomic_write  # noqa: E402
 from ppbench.plan import theory  # noqa: E402
 from ppbench.plan.schedules import build_schedule, placement_for  # noqa: E402
 from ppbench.sim.calibrate import measured_costs, resolved_transport  # noqa: E402
@@ -39,10 +40,17 @@ CAPTIONS = {
 
 
 def _save(fig, path: Path) -> Path:
+    """Write the picture atomically (a half-written PNG never carries the final name)."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    try:
+        return atomic_write(path, lambda partial: fig.savefig(partial, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
+
+
+def file_label(text: str) -> str:
+    """``text`` made safe as part of a file name (letters, digits, ``-``, ``_``, ``.`` only)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text).strip(".") or "_"
 
 
 def draw_all(runs: list[Run], table: pd.DataFrame, out: Path) -> list[Path]:
@@ -50,7 +58,7 @@ def draw_all(runs: list[Run], table: pd.DataFrame, out: Path) -> list[Path]:
     for schedule in sorted(table["schedule"].unique()):
         run = _representative(runs, schedule)
         if run is not None:
-            made.append(timeline(run, out / f"timeline-{schedule}.png"))
+            made.append(timeline(run, out / f"timeline-{file_label(schedule)}.png"))
     for fn, name in ((bubble_vs_microbatches, "bubble"), (scaling, "scaling"), (overlap_by_transport, "overlap")):
         path = fn(table, out / f"{name}.png")
         if path:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ppbench.measure.results import Run, load_runs
+from ppbench.measure.results import Run, atomic_write, load_runs
 from ppbench.plan import theory
 from ppbench.sim.calibrate import resolved_transport, simulated_bubble
 
@@ -31,9 +31,13 @@ _DEFAULTS = {"chunks": 1, "impl": "ppbench"}     # keys that older result files 
 
 def _simulated_bubble(run: Run) -> float:
     """The run's ``bubble_simulated`` (older files lack it: simulated here, the same way)."""
-    if "bubble_simulated" in run.meta["summary"]:
-        return run.meta["summary"]["bubble_simulated"]
-    return simulated_bubble(run)
+    value = run.meta["summary"].get("bubble_simulated")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    try:
+        return simulated_bubble(run)
+    except (ValueError, KeyError):      # a schedule this version cannot simulate
+        return float("nan")
 
 
 def _steps_frame(runs: list[Run]) -> pd.DataFrame:
@@ -146,15 +150,20 @@ def write_report(runs: list[Run], table: pd.DataFrame, out: Path, skipped: list[
 
     out.mkdir(parents=True, exist_ok=True)
     images = plots.draw_all(runs, table, out)
-    (out / "summary.csv").write_text(table.to_csv(index=False))
+    _write_text(out / "summary.csv", table.to_csv(index=False))
     env = environments(runs)
     md = ["# ppbench report", "", *[f"- {line}" for line in env], "",
           f"Bubble: fraction of step time idle (mean over ranks); {THEORY_TEXT}. Medians over all measured steps.",
           "", _markdown(_display(table)), ""]
     md += [f"![{img.stem}]({img.name})" for img in images]
-    (out / "summary.md").write_text("\n".join(md) + "\n")
-    (out / "index.html").write_text(_html(table, env, images, skipped))
+    _write_text(out / "summary.md", "\n".join(md) + "\n")
+    _write_text(out / "index.html", _html(table, env, images, skipped))
     return [out / "index.html", out / "summary.md", out / "summary.csv", *images]
+
+
+def _write_text(path: Path, text: str) -> None:
+    """UTF-8, any unencodable character (a file name's stray bytes) escaped, written atomically."""
+    atomic_write(path, lambda partial: partial.write_bytes(text.encode("utf-8", "backslashreplace")))
 
 
 def _html(table: pd.DataFrame, env: list[str], images: list[Path], skipped: list[str]) -> str:
@@ -170,6 +179,7 @@ def _html(table: pd.DataFrame, env: list[str], images: list[Path], skipped: list
 td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}} figure{{margin:1.5em 0}} img{{max-width:100%}}
 .env{{background:#f4f4f4;padding:.5em 1em}}</style></head><body>
 <h1>ppbench report</h1>
+<p>{len(table)} configurations from the result files read; {len(skipped)} files skipped (listed at the end).</p>
 <div class="env"><b>Measured on</b><ul>{"".join(f"<li>{html.escape(e)}</li>" for e in env)}</ul></div>
 <p>Medians over every measured step of every run of a configuration. Bubble = fraction of step time a rank is idle
 (mean over ranks); {html.escape(THEORY_TEXT)}. Overlap = share of transfer time during which the rank computed.
@@ -185,7 +195,7 @@ def run_report(directory: str, fmt: str, out: str | None, schedules: list[str] |
                workloads: list[str] | None, baseline: str | None, write: bool = True) -> tuple[int, str, list[str]]:
     """Everything ``ppbench report`` does; returns (exit status, text for stdout, warnings)."""
     runs, skipped = load_runs(directory)
-    warnings = list(skipped)
+    warnings = list(skipped) + [f"{len(runs)} result files read, {len(skipped)} skipped in {directory}/"]
     runs = [r for r in runs if (not schedules or r.config["schedule"] in schedules)
             and (not models or r.config["model"] in models) and (not workloads or r.config["workload"] in workloads)]
     if not runs:

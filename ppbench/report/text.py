@@ -49,6 +49,8 @@ def run_text(cfg: RunConfig, s: dict) -> str:
         f"saved activations {[round(b / 1024, 1) for b in s['peak_saved_bytes']]} KiB per stage",
         f"  clock skew  <= {s['clock_skew_max'] * 1e6:.1f} us   tracing overhead ~{s['trace_overhead'] * 100:.2f}% "
         f"of step time",
+        f"  other work  {s['foreign_cpu_share'] * 100:.1f}% of the host's CPU time went to other processes"
+        + ("  SHARED CORES: these timings are disturbed" if s["shared_cores"] else ""),
         f"  saved to    {s['path']}" if s["path"] else "  not saved (--no-save)",
     ])
 

@@ -81,6 +81,7 @@ class Executor:
         self.tracer = tracer or Tracer(enabled=False)
         self.fault = fault
         self.current: Action | None = None
+        self.progress_at = time.monotonic()       # when this rank last started an action (for the stall guard)
         self.where = where or f"pipeline rank {rank}"   # names this process in error messages
         highest = highest_tag(placement.num_stages, num_microbatches)
         if transport.tag_limit is not None and highest > transport.tag_limit:   # the same verdict on every rank
@@ -96,6 +97,7 @@ class Executor:
         self.pending_w: dict[tuple[int, int], torch.Tensor | None] = {}   # output gradient kept for W
         self.inputs, self.targets = inputs, targets
         self.stats = StepStats()
+        self.progress_at = time.monotonic()
         self.nan_outputs = False
         self.in_flight = 0
         self._live_bytes: dict[tuple[int, int], int] = {}
@@ -117,6 +119,7 @@ class Executor:
     def _execute(self, index: int, action: Action) -> None:
         op, key = action.op, (action.stage, action.mb)
         self.current = action
+        self.progress_at = time.monotonic()
         if self.fault and self.fault.matches(action):
             self._inject(self.fault.kind, action)
         if op.is_recv:

@@ -4,21 +4,37 @@ whole job so that no rank waits forever)."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 from ppbench.config import ConfigError, RunConfig
 from ppbench.run.launch import in_mpi_job, run_mpi
 
-__all__ = ["error", "launch_or_run", "on_every_rank"]
+__all__ = ["error", "launch_or_run", "on_every_rank", "output_directory"]
 
 
 def error(message: str) -> int:
     """Print a user's mistake as one line; the exit status for it."""
     print(f"ppbench: error: {message}", file=sys.stderr, flush=True)
     return 2
+
+
+def output_directory(path: str, option: str) -> Path:
+    """``path`` as a directory ppbench can write into, created if missing; ConfigError naming ``--option`` if not."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise ConfigError(option, f"{path} exists and is not a directory; allowed: a directory (created if missing)")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(option, f"cannot create directory {path}: {exc.strerror or exc}") from None
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise ConfigError(option, f"directory {path} is not writable")
+    return target
 
 
 def launch_or_run(cfg: RunConfig, argv: list[str], timeout: float, on_rank: Callable[[RunConfig, object], int],

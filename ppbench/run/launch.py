@@ -13,9 +13,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-__all__ = ["in_mpi_job", "mpiexec_command", "run_mpi", "main"]
+__all__ = ["in_mpi_job", "mpiexec_command", "run_mpi", "Interrupted", "LauncherError", "STOP_SIGNALS", "main"]
 
 # Set by mpiexec/srun in every rank: MPICH/Hydra (PMI_*), Open MPI, PMIx launchers, Intel MPI.
 _LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
@@ -28,43 +29,90 @@ def in_mpi_job() -> bool:
 
 def mpiexec_command(nprocs: int, argv: list[str]) -> list[str]:
     exe = os.environ.get("PPBENCH_MPIEXEC")
-    if not exe:
+    if exe:
+        found = shutil.which(exe)
+        if not found:
+            raise LauncherError(f"PPBENCH_MPIEXEC={exe!r} is not an executable program")
+        exe = found
+    else:
         beside = Path(sys.executable).parent / "mpiexec"
         exe = str(beside) if beside.exists() else shutil.which("mpiexec")
     if not exe:
-        raise FileNotFoundError("no mpiexec found: install the 'mpich' wheel (pip install mpich) or a system MPI, "
-                                "or set PPBENCH_MPIEXEC")
+        raise LauncherError("no mpiexec found: install the 'mpich' wheel (pip install mpich) or a system MPI, "
+                            "or set PPBENCH_MPIEXEC")
     extra = shlex.split(os.environ.get("PPBENCH_MPIEXEC_ARGS", ""))
     return [exe, *extra, "-n", str(nprocs), *argv]
 
 
+class Interrupted(Exception):
+    """ppbench received a signal; the MPI job it started has been ended. ``status`` is 128 + signal number."""
+
+    def __init__(self, signum: int, ranks: int):
+        self.signum, self.status = signum, 128 + signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}: ended the MPI job ({ranks} ranks)")
+
+
+class LauncherError(RuntimeError):
+    """The MPI launcher could not be started (missing, not executable)."""
+
+
+#: signals that end ppbench, and with it the MPI job it started
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 def run_mpi(nprocs: int, argv: list[str], timeout: float | None) -> int:
-    """Run ``argv`` on ``nprocs`` ranks; kill the whole job after ``timeout`` seconds (exit 124)."""
+    """Run ``argv`` on ``nprocs`` ranks and return the job's exit status. The job is ended (its whole
+    process group) after ``timeout`` seconds (status 124) or when ppbench receives SIGTERM, SIGINT or
+    SIGHUP (raises :class:`Interrupted` once the job is gone, so no rank outlives ppbench)."""
     cmd = mpiexec_command(nprocs, argv)
-    proc = subprocess.Popen(cmd, start_new_session=True)
+    received: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in STOP_SIGNALS}
     try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        print(f"ppbench: MPI job exceeded its {timeout:g} s limit and was killed: {shlex.join(cmd)}",
-              file=sys.stderr, flush=True)
-        _kill_group(proc)
-        return 124
-    except KeyboardInterrupt:
-        _kill_group(proc)
-        raise
+        try:
+            proc = subprocess.Popen(cmd, start_new_session=True)
+        except OSError as exc:
+            raise LauncherError(f"cannot start the MPI launcher {cmd[0]!r}: {exc.strerror or exc}; install the "
+                                "'mpich' wheel or a system MPI, or point PPBENCH_MPIEXEC at mpiexec") from None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                code = proc.wait(timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if received:
+                _kill_group(proc)
+                raise Interrupted(received[0], nprocs)
+            if deadline is not None and time.monotonic() > deadline:
+                _kill_group(proc)
+                print(f"ppbench: MPI job exceeded its {timeout:g} s limit and was ended: {shlex.join(cmd)}",
+                      file=sys.stderr, flush=True)
+                return 124
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if code != 0 and not received:
+        print(f"ppbench: the MPI job exited with status {code}: {shlex.join(cmd)}", file=sys.stderr, flush=True)
+    return code
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
+    """End the job's whole process group: SIGTERM, then SIGKILL after 5 s; return once it is gone."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
-            return
+            break
         try:
             proc.wait(timeout=5)
-            return
+            break
         except subprocess.TimeoutExpired:
             continue
+    proc.wait()
+    try:                       # ranks that left the launcher's group die with the group leader's session too
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def main(args: list[str] | None = None) -> int:
@@ -79,7 +127,11 @@ def main(args: list[str] | None = None) -> int:
     command = ns.command[1:] if ns.command[:1] == ["--"] else ns.command
     if not command or ns.nprocs < 1:
         parser.error("need -n N >= 1 and a command after --")
-    return run_mpi(ns.nprocs, command, ns.timeout)
+    try:
+        return run_mpi(ns.nprocs, command, ns.timeout)
+    except Interrupted as exc:
+        print(f"ppbench: {exc}", file=sys.stderr, flush=True)
+        return exc.status
 
 
 if __name__ == "__main__":

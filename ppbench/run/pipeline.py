@@ -94,7 +94,8 @@ class PipelineRank(RankBase):
             inputs = replica_microbatches(self.cfg, x.to(self.device), self.grid.replica)
             targets = replica_microbatches(self.cfg, y.to(self.device), self.grid.replica)
             self.optimizer.zero_grad(set_to_none=False)
-        with StepWatchdog(self.cfg.step_timeout, self.executor.describe, lambda: self.grid.world.Abort(3)):
+        with StepWatchdog(self.cfg.step_timeout, self.executor.describe, lambda: self.grid.world.Abort(3),
+                          stall=self.cfg.stall_timeout, last_progress=lambda: self.executor.progress_at):
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.device)
             stats = self.executor.run(inputs, targets)

@@ -15,6 +15,7 @@ from ppbench.measure.events import EVENT_FIELDS, events_frame
 from ppbench.measure.metrics import step_metrics
 from ppbench.measure.results import Run, write_run
 from ppbench.plan import theory
+from ppbench.run.contention import CoreSharing
 from ppbench.run.environment import environment
 from ppbench.run.grid import Grid
 from ppbench.run.pipeline import make_rank
@@ -44,11 +45,14 @@ def run_benchmark(cfg: RunConfig, comm: MPI.Comm, results_dir: str | None) -> di
     skews = gather_rows(comm, np.array([[skew]]))
     tracer = Tracer(offset)
     event_rows, step_rows = [], []
+    sharing = CoreSharing(comm)
     with Grid(comm, cfg.pp, cfg.dp) as grid:
         pipe = make_rank(cfg, grid, tracer)
         env["device_used"] = str(pipe.device)
         env["cuda_aware_mpi"] = f"{pipe.cuda_aware} ({pipe.cuda_aware_how})"
         for step in range(cfg.warmup + cfg.repeats):
+            if step == cfg.warmup:
+                sharing.start()
             comm.Barrier()
             tracer.events.clear()
             start = tracer.now()
@@ -62,6 +66,7 @@ def run_benchmark(cfg: RunConfig, comm: MPI.Comm, results_dir: str | None) -> di
             step_rows.append(gather_rows(comm, np.array([[step, comm.Get_rank(), grid.stage, grid.replica, start,
                                                           stats.peak_in_flight, stats.peak_saved_bytes,
                                                           stats.peak_device_bytes, loss]])))
+    contention = sharing.stop()
     if comm.Get_rank() != 0:
         return None
     events = events_frame(np.vstack(event_rows), ("step", "rank") + EVENT_FIELDS)
@@ -69,6 +74,7 @@ def run_benchmark(cfg: RunConfig, comm: MPI.Comm, results_dir: str | None) -> di
     steps = [_step_record(cfg, events[events["step"] == s], per_rank[per_rank["step"] == s])
              for s in sorted(per_rank["step"].unique())]
     summary = _summary(cfg, steps, per_rank, events, float(skews.max()))
+    summary.update(contention)
     summary["bubble_simulated"] = simulated_bubble(Run(Path(), {"config": cfg.to_dict()}, events))
     summary["path"] = str(write_run(results_dir, cfg.to_dict(), env, steps, summary, events)) if results_dir else None
     summary["environment"] = env

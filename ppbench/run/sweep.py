@@ -7,6 +7,8 @@ is skipped unless ``redo`` is set, so a killed sweep continues where it stopped.
 from __future__ import annotations
 
 import itertools
+import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -15,11 +17,11 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from ppbench.config import ConfigError, RunConfig
-from ppbench.measure.results import config_key
+from ppbench.measure.results import alive, config_key, remove_stale_partials
 from ppbench.plan.schedules import SCHEDULES
 from ppbench.run.launch import run_mpi
 
-__all__ = ["sweep_configs", "recorded_keys", "run_sweep", "config_args"]
+__all__ = ["sweep_configs", "recorded_keys", "run_sweep", "config_args", "claim"]
 
 
 def sweep_configs(schedules, world_sizes, microbatches, models, sizes, workloads, dp: int = 1,
@@ -70,23 +72,59 @@ def config_args(cfg: RunConfig) -> list[str]:
     return args
 
 
+def claim(directory: str | Path, key: str) -> Path | None:
+    """Take ``key``'s claim file in ``directory`` (created exclusively, holding host and pid), or None
+    when a live process on this host holds it (another sweep runs that configuration). A claim
+    whose holder is gone is taken over."""
+    path = Path(directory) / f".{key}.claim"
+    me = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            host, _, pid = path.read_text().partition(" ") if path.exists() else ("", "", "")
+            here = host == socket.gethostname()
+            if (here and pid.isdigit() and alive(int(pid))) or (host and not here):
+                return None
+            path.unlink(missing_ok=True)              # stale: its sweep was killed
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(me)
+        return path
+    return None
+
+
 def run_sweep(configs: list[RunConfig], results: str, redo: bool, timeout: float, show_progress: bool = True) -> int:
-    """Run every configuration not yet recorded; returns the number that failed."""
+    """Run every configuration not yet recorded (nor claimed by a sweep running beside this one);
+    returns the number that failed. A signal ends the current run's job and stops the sweep
+    (:class:`~ppbench.run.launch.Interrupted`); run again, it resumes at that configuration."""
+    remove_stale_partials(results)
     done = set() if redo else recorded_keys(results)
     todo = [c for c in configs if config_key(c.to_dict()) not in done]
     skipped = len(configs) - len(todo)
     if skipped:
         print(f"ppbench sweep: {skipped} of {len(configs)} configurations already in {results}/ (use --redo to rerun)")
-    failures = 0
+    failures = busy = 0
     bar = tqdm(todo, unit="run", disable=not show_progress, dynamic_ncols=True)
     for cfg in bar:
+        key = config_key(cfg.to_dict())
+        held = claim(results, key)
+        if held is None or (not redo and key in recorded_keys(results)):   # another sweep has it, or did it
+            busy += 1
+            if held is not None:
+                held.unlink(missing_ok=True)
+            continue
         bar.set_description(f"{cfg.schedule} p={cfg.pp} d={cfg.dp} m={cfg.microbatches} {cfg.workload}")
         start = time.monotonic()
-        code = run_mpi(cfg.pp * cfg.dp, [sys.executable, "-m", "ppbench", "run", *config_args(cfg),
-                                         "--results", results, "--quiet"], timeout)
+        try:
+            code = run_mpi(cfg.pp * cfg.dp, [sys.executable, "-m", "ppbench", "run", *config_args(cfg),
+                                             "--results", results, "--quiet"], timeout)
+        finally:
+            held.unlink(missing_ok=True)
         if code != 0:
             failures += 1
             tqdm.write(f"ppbench sweep: FAILED (exit {code}, {time.monotonic() - start:.1f} s): "
                        f"ppbench run {' '.join(config_args(cfg))}")
-    print(f"ppbench sweep: {len(todo) - failures} run, {failures} failed, {skipped} already recorded")
+    print(f"ppbench sweep: {len(todo) - failures - busy} run, {failures} failed, {skipped} already recorded"
+          + (f", {busy} left to another sweep in {results}/" if busy else ""))
     return failures

@@ -1,4 +1,4 @@
-"""A per-step time limit: a rank whose step runs past it reports what it was doing and ends the job."""
+"""Time limits inside a step: a rank past them reports what it was doing and ends the job."""
 
 from __future__ import annotations
 
@@ -11,31 +11,42 @@ __all__ = ["StepWatchdog"]
 
 
 class StepWatchdog:
-    """``with StepWatchdog(limit, describe, abort):`` around one step.
+    """``with StepWatchdog(limit, describe, abort, stall=..., last_progress=...):`` around one step.
 
-    When ``limit`` seconds pass inside the block, a background thread prints
-    ``describe()`` (which action this rank is in, which transfers it waits for), waits
-    ``grace`` seconds so that the other ranks' watchdogs (started after the same barrier) print
-    theirs too, and calls ``abort()`` (MPI_Abort): the job ends even if the main thread is stuck
-    in MPI or in a computation. A limit of 0 disables it.
+    Fires when the step has run ``limit`` seconds (0: no limit), or when ``last_progress()`` (the
+    monotonic time this rank last started an action) is ``stall`` seconds old (0: never). Firing
+    prints ``describe()`` (which action this rank is in, which transfers it waits for), waits
+    ``grace`` seconds so the other ranks' watchdogs print theirs too, and calls ``abort()``
+    (MPI_Abort): the job ends even if the main thread is stuck in MPI or in a computation.
     """
 
-    def __init__(self, limit: float, describe: Callable[[], str], abort: Callable[[], None], grace: float = 1.0):
+    def __init__(self, limit: float, describe: Callable[[], str], abort: Callable[[], None], grace: float = 1.0,
+                 stall: float = 0.0, last_progress: Callable[[], float] | None = None):
         self.limit, self.describe, self.abort, self.grace = limit, describe, abort, grace
-        self._timer: threading.Timer | None = None
+        self.stall, self.last_progress = (stall, last_progress) if last_progress else (0.0, None)
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> StepWatchdog:
-        if self.limit > 0:
-            self._timer = threading.Timer(self.limit, self._fire)
-            self._timer.daemon = True
-            self._timer.start()
+        if self.limit > 0 or self.stall > 0:
+            self._started = time.monotonic()
+            self._thread = threading.Thread(target=self._watch, daemon=True, name="ppbench-watchdog")
+            self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        self._done.set()
 
-    def _fire(self) -> None:
-        print(f"ppbench: step time limit of {self.limit:g} s exceeded: {self.describe()}", file=sys.stderr, flush=True)
+    def _watch(self) -> None:
+        interval = min(x for x in (self.limit, self.stall, 1.0) if x > 0) / 4
+        while not self._done.wait(interval):
+            now = time.monotonic()
+            if self.limit > 0 and now - self._started > self.limit:
+                return self._fire(f"step time limit of {self.limit:g} s exceeded")
+            if self.stall > 0 and now - self.last_progress() > self.stall:
+                return self._fire(f"no action started for {self.stall:g} s (--stall-timeout)")
+
+    def _fire(self, why: str) -> None:
+        print(f"ppbench: {why}: {self.describe()}", file=sys.stderr, flush=True)
         time.sleep(self.grace)
         self.abort()
