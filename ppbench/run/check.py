@@ -22,6 +22,8 @@ __all__ = ["run_check", "check_in_process", "TOLERANCE", "relative_error"]
 
 #: largest relative error accepted per dtype (DESIGN.md)
 TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
+#: a loss this many times the first step's (or not finite) means training diverged: comparing is meaningless
+DIVERGED_GROWTH = 1e4
 _TINY = 1e-30
 
 
@@ -42,7 +44,7 @@ def run_check(cfg: RunConfig, comm: MPI.Comm, reference: Callable[..., Reference
         worst, losses = _compare_steps(cfg, pipe, reference(cfg, pipe.device))
         split = [(r.start, r.stop - 1) for r in pipe.split]
     comm.Allreduce(MPI.IN_PLACE, worst, op=MPI.MAX)
-    return _verdict(cfg, worst, losses, split, comm.Get_size())
+    return _verdict(cfg, worst, losses, split, comm.Get_size())     # losses are the same on every rank
 
 
 def check_in_process(cfg: RunConfig, reference: Callable[..., Reference] = Reference) -> dict:
@@ -70,6 +72,8 @@ def _compare_steps(cfg: RunConfig, pipe, ref: Reference) -> tuple[np.ndarray, li
         loss = pipe.forward_backward(step)[0]
         ref_loss = ref.forward_backward(step)
         losses.append((loss, ref_loss))
+        if _diverged(losses):              # decided from the losses, which every rank shares: all stop alike
+            break
         worst[4] = max(worst[4], abs(loss - ref_loss) / max(abs(ref_loss), _TINY))
         worst[0:2] = np.maximum(worst[0:2], _compare(pipe, ref, lambda p: p.grad))
         if cfg.steps:
@@ -80,9 +84,15 @@ def _compare_steps(cfg: RunConfig, pipe, ref: Reference) -> tuple[np.ndarray, li
     return worst, losses
 
 
+def _diverged(losses: list[tuple[float, float]]) -> bool:
+    first = max(abs(losses[0][1]), _TINY)
+    return not all(np.isfinite(x) and abs(x) <= DIVERGED_GROWTH * first for pair in losses for x in pair)
+
+
 def _verdict(cfg: RunConfig, worst: np.ndarray, losses: list[tuple[float, float]], split: list, world: int) -> dict:
     tolerance = TOLERANCE[cfg.dtype]
     max_rel = float(max(worst[1], worst[3], worst[4]))
+    diverged = _diverged(losses) or not np.isfinite(worst).all()
     return {
         **cfg.to_dict(),
         "global_batch": cfg.batch,
@@ -98,7 +108,11 @@ def _verdict(cfg: RunConfig, worst: np.ndarray, losses: list[tuple[float, float]
         "max_abs_err": float(max(worst[0], worst[2])),
         "max_rel_err": max_rel,
         "tolerance": tolerance,
-        "passed": bool(max_rel <= tolerance),
+        "first_loss": losses[0][1],
+        "steps_run": len(losses),
+        "diverged": bool(diverged),
+        "diverged_step": len(losses) - 1 if diverged else None,
+        "passed": bool(max_rel <= tolerance and not diverged),
     }
 
 

@@ -28,16 +28,21 @@ from ppbench.plan.placement import Placement
 from ppbench.run.tracer import Tracer
 from ppbench.run.transport import Transport
 
-__all__ = ["Executor", "ActionError", "StepStats", "Fault"]
+__all__ = ["Executor", "ActionError", "NonFiniteLoss", "StepStats", "Fault"]
 
 
 class ActionError(RuntimeError):
-    """An action failed; the message names rank, stage, action and microbatch."""
+    """An action failed; the message names rank, stage, action, microbatch and step."""
 
-    def __init__(self, where: str, action: Action, cause: BaseException):
+    def __init__(self, where: str, action: Action, cause: BaseException, step: int | None = None):
         self.stage, self.action = action.stage, action
-        super().__init__(f"{where}, stage {action.stage}, failed in action {action.describe()}: "
+        when = f" of step {step}" if step is not None else ""
+        super().__init__(f"{where}, stage {action.stage}, failed in action {action.describe()}{when}: "
                          f"{type(cause).__name__}: {cause}")
+
+
+class NonFiniteLoss(FloatingPointError):
+    """A microbatch's loss is NaN or infinite: the training diverged (or a fault was injected)."""
 
 
 class StepStats:
@@ -89,8 +94,8 @@ class Executor:
                               f"MPI tags up to {highest}, above this MPI's limit {transport.tag_limit}")
         self.next_recvs = self._lookahead(actions)
 
-    def run(self, inputs: list, targets: list) -> StepStats:
-        """One step: every action once."""
+    def run(self, inputs: list, targets: list, step: int | None = None) -> StepStats:
+        """One step (numbered ``step`` in error messages): every action once."""
         self.saved: dict[tuple[int, int], tuple] = {}
         self.outputs: dict[tuple[int, int], torch.Tensor] = {}
         self.input_grads: dict[tuple[int, int], torch.Tensor] = {}
@@ -108,7 +113,7 @@ class Executor:
             except ActionError:
                 raise
             except Exception as exc:
-                raise ActionError(self.where, action, exc) from exc
+                raise ActionError(self.where, action, exc, step) from exc
         self.transport.finish()
         if self.saved or self.input_grads:
             raise RuntimeError(f"{self.where}: state left after the step: {sorted(self.saved)} "
@@ -167,7 +172,7 @@ class Executor:
             y = y * float("nan")
         self.tracer.record(Op.F, stage, action.mb, start, self.tracer.now())
         if stage == self.last and not torch.isfinite(y).all():
-            raise FloatingPointError(f"loss of microbatch {action.mb} is {float(y)}")
+            raise NonFiniteLoss(f"loss of microbatch {action.mb} is {float(y.detach())}")
         self.saved[key] = ctx
         if stage == self.last:
             self._loss_parts.append(y.detach())

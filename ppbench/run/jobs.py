@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from ppbench.config import ConfigError, RunConfig
+from ppbench.config import ConfigError, InjectedFault, RunConfig
 from ppbench.run.launch import in_mpi_job, run_mpi
 
 __all__ = ["error", "launch_or_run", "on_every_rank", "output_directory"]
@@ -83,8 +83,10 @@ def on_every_rank(work: Callable[[object], int]) -> int:
             error(str(exc))
         return 2
     except Exception as exc:  # noqa: BLE001 - any failure must end the job
-        tb = traceback.format_exc()
-        print(f"ppbench: rank {comm.Get_rank()} of {comm.Get_size()} failed: {exc}\n{tb}", file=sys.stderr, flush=True)
+        # a diverging loss or an injected fault is the user's: one line; anything else is a bug: the traceback
+        users = isinstance(exc.__cause__, (FloatingPointError, InjectedFault))
+        tb = "" if users and os.environ.get("PPBENCH_DEBUG") != "1" else "\n" + traceback.format_exc()
+        print(f"ppbench: rank {comm.Get_rank()} of {comm.Get_size()} failed: {exc}{tb}", file=sys.stderr, flush=True)
         if comm.Get_size() > 1:
             time.sleep(0.5)      # let the launcher forward this message before MPI_Abort tears the job down
             comm.Abort(1)

@@ -26,7 +26,7 @@ __all__ = ["run_ranks", "LocalPipeline"]
 
 
 def run_ranks(executors: list[Executor], hub: LocalHub, inputs: list, targets: list,
-              timeout: float = 120.0) -> list[StepStats]:
+              timeout: float = 120.0, step: int | None = None) -> list[StepStats]:
     """One step of every rank's executor, each in its own thread. The first failure is raised (the
     other ranks stop waiting as soon as one fails); a step longer than ``timeout`` raises too."""
     stats: list[StepStats | None] = [None] * len(executors)
@@ -34,7 +34,7 @@ def run_ranks(executors: list[Executor], hub: LocalHub, inputs: list, targets: l
 
     def work(rank: int) -> None:
         try:
-            stats[rank] = executors[rank].run(inputs, targets)
+            stats[rank] = executors[rank].run(inputs, targets, step)
         except BaseException as exc:  # noqa: BLE001 - reported by the caller's thread
             failures.append(exc)
             hub.failed = hub.failed or f"rank {rank} failed"
@@ -99,7 +99,7 @@ class LocalPipeline:
         x, y = models.make_batch(self.model_cfg, self.cfg.batch, self.cfg.seed, step, self.cfg.torch_dtype)
         inputs, targets = replica_microbatches(self.cfg, x, 0), replica_microbatches(self.cfg, y, 0)
         self.optimizer.zero_grad(set_to_none=False)
-        stats = run_ranks(self.executors, self.hub, inputs, targets)
+        stats = run_ranks(self.executors, self.hub, inputs, targets, step=step)
         return sum(s.loss for s in stats), stats
 
     def optimizer_step(self) -> None:

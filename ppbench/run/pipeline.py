@@ -98,7 +98,7 @@ class PipelineRank(RankBase):
                           stall=self.cfg.stall_timeout, last_progress=lambda: self.executor.progress_at):
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.device)
-            stats = self.executor.run(inputs, targets)
+            stats = self.executor.run(inputs, targets, step)
             self._average_gradients()
             if self.device.type == "cuda":
                 stats.peak_device_bytes = torch.cuda.max_memory_allocated(self.device)
