@@ -19,8 +19,8 @@ def check_text(r: dict) -> str:
         f"  gradients:  max abs err {r['grad_max_abs_err']:.2e}  max rel err {r['grad_max_rel_err']:.2e}",
     ]
     if r["steps"]:
-        lines.append(f"  parameters after {r.get('steps_run', r['steps'])} steps: max abs err {r['param_max_abs_err']:.2e}  "
-                     f"max rel err {r['param_max_rel_err']:.2e}")
+        lines.append(f"  parameters after {r.get('steps_run', r['steps'])} steps: "
+                     f"max abs err {r['param_max_abs_err']:.2e}  max rel err {r['param_max_rel_err']:.2e}")
     if r.get("diverged"):
         lines.append(f"  DIVERGED at step {r['diverged_step']}: the loss went from {r['first_loss']:.6g} to "
                      f"{r['ref_loss']:.6g} (reference) / {r['loss']:.6g} (pipeline); numbers this large compare "
