@@ -27,7 +27,7 @@ _DTYPE_BYTES = {"float32": 4, "float64": 8}
 
 
 def gib(nbytes: float) -> str:
-    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**28 else f"{nbytes / 2**20:.0f} MiB"
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
 
 
 def run_memory(cfg: RunConfig, reference: bool = False) -> dict[str, int]:
