@@ -59,8 +59,17 @@ def _parser() -> argparse.ArgumentParser:
     sched.add_argument("--microbatches", "-m", type=int, required=True, help="microbatches m")
     sched.add_argument("--chunks", "-v", type=int, default=None, help="model chunks per rank (interleaved: default 2)")
     sched.add_argument("--comm", action="store_true", help="include send/recv actions")
-    sched.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    sched.add_argument("--json", action="store_true", help="print every action's fields as JSON instead of a table")
+    sched.add_argument("--format", choices=["table", "json", "torch-csv"], default="table",
+                       help="table (default); json: ppbench's schedule file (with the placement); torch-csv: "
+                            "PyTorch's CSV schedule format. Both files are what --schedule-file and validate read")
     sched.set_defaults(handler=_cmd_schedule)
+
+    val = sub.add_parser("validate", help="check a schedule file (PyTorch CSV or ppbench JSON): counts, order, "
+                         "placement, sends and receives, deadlocks under both transports")
+    val.add_argument("file", help="the schedule file")
+    val.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
+    val.set_defaults(handler=_cmd_validate)
 
     check = sub.add_parser("check", help="compare a pipeline's gradients with single-process training")
     _add_config_options(check, groups=("run",))
@@ -108,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="simulate a schedule's metrics (no MPI; thousands of ranks in seconds), "
                          "or measured runs with their own measured costs (--from-run)")
     sim.add_argument("--schedule", choices=list(SCHEDULES))
+    sim.add_argument("--schedule-file", help="simulate a schedule file (PyTorch CSV or ppbench JSON) instead")
     sim.add_argument("--stages", "-p", type=int)
     sim.add_argument("--microbatches", "-m", type=int)
     sim.add_argument("--t-fwd", type=float, default=1.0, help="time of one F (default 1)")
@@ -186,6 +196,12 @@ def _cmd_schedule(ns: argparse.Namespace, argv: list[str]) -> int:
     compute = [compute_order(ns.name, p, m, r, v) for r in range(p)]
     full = [add_communication(acts, placement) for acts in compute]
     shown = full if ns.comm else compute
+    if ns.format != "table":
+        from ppbench.plan.files import to_csv, to_json
+
+        print(to_csv(shown) if ns.format == "torch-csv" else to_json(shown, placement, m, ns.name), end="\n"
+              if ns.format == "json" else "")
+        return 0
     if ns.json:
         print(json.dumps({"schedule": ns.name, "stages": p, "microbatches": m, "chunks": v,
                           "placement": placement.to_dict(),
@@ -234,9 +250,13 @@ def _cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
+    from ppbench.config import ConfigError
     from ppbench.measure.results import remove_stale_partials
     from ppbench.run.jobs import output_directory
 
+    if ns.schedule_file:
+        raise ConfigError("schedule_file", "ppbench run does not measure schedule files yet; `ppbench check "
+                          "--schedule-file`, `ppbench simulate --schedule-file` and `ppbench validate` take them")
     if not ns.no_save:
         output_directory(ns.results, "results")
         remove_stale_partials(ns.results)
@@ -315,6 +335,8 @@ def _cmd_simulate(ns: argparse.Namespace, argv: list[str]) -> int:
     from ppbench.sim.array_simulator import array_metrics, simulate_arrays
     from ppbench.sim.costs import Costs
 
+    if ns.schedule_file:
+        return _simulate_file(ns)
     missing = [flag for flag, value in (("--schedule", ns.schedule), ("--stages", ns.stages),
                                         ("--microbatches", ns.microbatches)) if value is None]
     if missing:
@@ -353,6 +375,77 @@ def _cmd_simulate(ns: argparse.Namespace, argv: list[str]) -> int:
     print(f"  step time {metrics['step_time']:g}   bubble mean {metrics['bubble_mean']:.4f} "
           f"max {metrics['bubble_max']:.4f} (theory {metrics['bubble_theory']:.4f})   "
           f"utilization {metrics['utilization']:.4f}   overlap {metrics['overlap']:.3f}")
+    return 0
+
+
+def _cmd_validate(ns: argparse.Namespace, argv: list[str]) -> int:
+    from ppbench.config import ConfigError
+    from ppbench.plan.files import ScheduleFileError, read_schedule
+    from ppbench.sim.validate import validate_schedule
+
+    try:
+        schedule = read_schedule(ns.file)
+    except ScheduleFileError as exc:
+        raise ConfigError("schedule file", str(exc)) from None
+    check = validate_schedule(schedule)
+    if ns.json:
+        print(json.dumps({"file": ns.file, "valid": check.valid, "ranks": schedule.p,
+                          "microbatches": schedule.microbatches, "placement": schedule.placement.to_dict(),
+                          "problems": [str(p) for p in check.problems], "runs_under": check.runs_under,
+                          "deadlocks": check.deadlocks, "peak_in_flight": check.peak_in_flight,
+                          "bubble_unit_cost": check.bubble}))
+        return 0 if check.valid else 2
+    print(f"{ns.file}: {schedule.p} ranks, {schedule.placement.num_stages} stages ({schedule.placement.name} "
+          f"placement {list(schedule.placement.stage_ranks)}), {schedule.microbatches} microbatches, "
+          + ("with" if schedule.has_communication else "without") + " sends and receives")
+    for problem in check.problems:
+        print(f"  problem: {problem}")
+    for transport, grid in check.deadlocks.items():
+        print(f"  deadlocks with the {transport} transport: " + grid.replace("\n", "\n    "))
+    if check.valid:
+        blocked = [t for t in ("blocking", "nonblocking") if t not in check.runs_under]
+        print(f"  valid: runs with the {' and '.join(check.runs_under)} transport"
+              + (f"; deadlocks with the {blocked[0]} one" if blocked else "")
+              + f"; peak in-flight per rank {check.peak_in_flight}; bubble at unit cost (F = 1, B = 2, "
+              f"I = W = 1) {check.bubble:.4f}")
+    return 0 if check.valid else 2
+
+
+def _simulate_file(ns: argparse.Namespace) -> int:
+    from ppbench.config import ConfigError
+    from ppbench.measure.metrics import step_metrics
+    from ppbench.plan.comm import add_communication
+    from ppbench.plan.files import ScheduleFileError, read_schedule
+    from ppbench.sim.costs import Costs
+    from ppbench.sim.simulator import DeadlockError, simulate, simulated_events
+
+    try:
+        schedule = read_schedule(ns.schedule_file)
+    except ScheduleFileError as exc:
+        raise ConfigError("schedule_file", str(exc)) from None
+    wgrad = ns.t_bwd / 2 if ns.t_wgrad is None else ns.t_wgrad
+    try:
+        costs = Costs(ns.t_fwd, ns.t_bwd, wgrad, ns.t_comm + ns.t_byte * ns.message_bytes, ns.overhead)
+    except ValueError:
+        raise ConfigError("costs", "--t-fwd, --t-bwd, --t-comm, --t-byte, --message-bytes, --t-wgrad and --overhead "
+                          "must be >= 0, and --t-wgrad <= --t-bwd") from None
+    transport = "nonblocking" if ns.transport == "auto" else ns.transport
+    ranks = [list(acts) for acts in schedule.ranks]
+    if not schedule.has_communication:
+        ranks = [add_communication(acts, schedule.placement) for acts in ranks]
+    try:
+        result = simulate(ranks, costs, transport, schedule.placement)
+    except (DeadlockError, ValueError) as exc:
+        raise ConfigError("schedule_file", f"{ns.schedule_file}: {exc} (`ppbench validate` explains)") from None
+    metrics = step_metrics(simulated_events(result, schedule.placement, schedule.microbatches), start=0.0)
+    metrics = {k: metrics[k] for k in ("step_time", "bubble_mean", "bubble_max", "utilization", "overlap")}
+    if ns.json:
+        print(json.dumps({"schedule_file": ns.schedule_file, **metrics}))
+    else:
+        print(f"simulated {ns.schedule_file}: p={schedule.p} m={schedule.microbatches} ({transport})")
+        print(f"  step time {metrics['step_time']:g}   bubble mean {metrics['bubble_mean']:.4f} "
+              f"max {metrics['bubble_max']:.4f}   utilization {metrics['utilization']:.4f}   "
+              f"overlap {metrics['overlap']:.3f}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field, fields
 
@@ -47,6 +48,9 @@ class RunConfig:
     options that reproduce a configuration (:func:`ppbench.run.sweep.config_args`), come from these fields."""
 
     schedule: str = _field("1f1b", "schedule: " + ", ".join(SCHEDULES))
+    schedule_file: str = _field("", "a schedule file to run instead of --schedule: PyTorch's CSV format or "
+                                "ppbench's JSON (see `ppbench validate`); its ranks and microbatches must match "
+                                "--pp and --microbatches")
     pp: int = _field(2, "pipeline stages p", limits=(1, 4096))
     dp: int = _field(1, "data-parallel replicas d; world size = pp x dp", sweep=True, limits=(1, 4096))
     microbatches: int = _field(4, "microbatches m per replica per step", short="-m", limits=(1, 65536))
@@ -109,7 +113,7 @@ class RunConfig:
     def resolved_transport(self) -> str:
         if self.transport != "auto":
             return self.transport
-        return "blocking" if self.schedule == "naive" else "nonblocking"
+        return "blocking" if self.schedule == "naive" and not self.schedule_file else "nonblocking"
 
     def model_config(self):
         return model_config(self.model, self.size)
@@ -146,19 +150,26 @@ class RunConfig:
             raise ConfigError("global_batch", f"{self.batch} does not split into microbatches x dp = "
                               f"{self.microbatches} x {self.dp} = {self.microbatches * self.dp} equal microbatches; "
                               f"allowed: multiples of {self.microbatches * self.dp}")
-        problem = schedule_problem(self.schedule, self.pp, self.microbatches, self.chunks)
-        if problem:
-            field = "chunks" if "chunk" in problem else "microbatches"
-            raise ConfigError(field, problem)
+        if self.schedule_file:
+            self._validate_schedule_file()
+        else:
+            problem = schedule_problem(self.schedule, self.pp, self.microbatches, self.chunks)
+            if problem:
+                field = "chunks" if "chunk" in problem else "microbatches"
+                raise ConfigError(field, problem)
         highest = highest_tag(self.pp * self.chunks, self.microbatches)
         if highest > MAX_TAG:
             raise ConfigError("microbatches", f"{self.microbatches} microbatches x {self.pp * self.chunks} stages need "
                               f"MPI tags up to {highest}, above {MAX_TAG}; allowed: microbatches x stages up to "
                               f"{(MAX_TAG + 1) // 2}")
-        if SCHEDULES[self.schedule].needs_nonblocking and self.transport == "blocking":
+        if not self.schedule_file and SCHEDULES[self.schedule].needs_nonblocking and self.transport == "blocking":
             raise ConfigError("transport", f"{self.schedule} deadlocks with the blocking transport (a send's matching "
                               "receive can come after the receiver's next computation); allowed: auto, nonblocking")
         layers = self.model_config().num_layers
+        stages = self.plan()[1].num_stages if self.schedule_file else self.pp * self.chunks
+        if self.schedule_file and stages > layers:
+            raise ConfigError("schedule_file", f"{stages} stages but model {self.model}/{self.size} has only "
+                              f"{layers} layers; allowed: up to {layers} stages")
         if self.pp * self.chunks > layers:
             what = f"{self.pp} stages" + (f" x {self.chunks} chunks" if self.chunks > 1 else "")
             allowed = f"pp x chunks in 1..{layers}" if self.chunks > 1 else f"1..{layers}"
@@ -168,6 +179,31 @@ class RunConfig:
             raise ConfigError("pp x dp", f"pp={self.pp} x dp={self.dp} = {self.pp * self.dp} must equal the MPI "
                               f"world size {world_size}")
         return self
+
+    def plan(self):
+        """(each rank's compute actions, the placement): from the schedule file, or the built-in schedule."""
+        from ppbench.plan.schedules import compute_order, placement_for
+
+        if self.schedule_file:
+            schedule = _read_schedule_file(self.schedule_file)
+            return [[a for a in acts if a.is_compute] for acts in schedule.ranks], schedule.placement
+        ranks = [compute_order(self.schedule, self.pp, self.microbatches, r, self.chunks) for r in range(self.pp)]
+        return ranks, placement_for(self.schedule, self.pp, self.chunks)
+
+    def _validate_schedule_file(self) -> None:
+        from ppbench.plan.files import ScheduleFileError
+
+        try:
+            schedule = _read_schedule_file(self.schedule_file)
+        except ScheduleFileError as exc:
+            raise ConfigError("schedule_file", str(exc)) from None
+        if schedule.p != self.pp or schedule.microbatches != self.microbatches:
+            raise ConfigError("schedule_file", f"{self.schedule_file} has {schedule.p} ranks and "
+                              f"{schedule.microbatches} microbatches; --pp {self.pp} and --microbatches "
+                              f"{self.microbatches} must match it")
+        if self.impl != "ppbench":
+            raise ConfigError("schedule_file", "schedule files run with ppbench's executor (--impl ppbench)")
+        # what it computes, in what order, and whether it deadlocks: ppbench.sim.validate.require_runnable
 
     def _validate_torch_impl(self) -> None:
         allowed = ["gpipe", "1f1b", "interleaved"]
@@ -230,3 +266,10 @@ def _cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+@functools.lru_cache(maxsize=8)
+def _read_schedule_file(path: str):
+    from ppbench.plan.files import read_schedule
+
+    return read_schedule(path)

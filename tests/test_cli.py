@@ -128,8 +128,8 @@ def test_killed_sweep_keeps_finished_files_and_resumes(tmp_path):
     from ppbench.measure.results import load_runs
 
     env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARS}
-    args = [sys.executable, "-m", "ppbench", "sweep", "--schedules", "gpipe,1f1b", "--world-sizes", "1,2",
-            "--microbatches", "2,4", "--workloads", "synthetic", "--t-fwd", "0.05", "--t-bwd", "0.1",
+    args = [sys.executable, "-m", "ppbench", "sweep", "--schedules", "gpipe,1f1b", "--world-sizes", "1",
+            "--microbatches", "1,2,4", "--workloads", "synthetic", "--t-fwd", "0.05", "--t-bwd", "0.1",
             "--repeats", "2", "--results", str(tmp_path)]
     proc = subprocess.Popen(args, env=env, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -139,14 +139,14 @@ def test_killed_sweep_keeps_finished_files_and_resumes(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)                  # the sweep and the run it was in
     proc.wait()
     runs, skipped = load_runs(tmp_path)
-    assert 2 <= len(runs) < 8 and skipped == []          # finished files intact, partial ones invisible
+    assert 2 <= len(runs) < 6 and skipped == []          # finished files intact, partial ones invisible
     done = {r.meta["config_key"] for r in runs}
     again = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=LIMIT)
     assert again.returncode == 0, again.stderr
-    assert f"{len(runs)} of 8 configurations already in" in again.stdout
+    assert f"{len(runs)} of 6 configurations already in" in again.stdout
     runs_after, skipped = load_runs(tmp_path)
     keys = [r.meta["config_key"] for r in runs_after]
-    assert len(keys) == len(set(keys)) == 8 and done <= set(keys) and skipped == []
+    assert len(keys) == len(set(keys)) == 6 and done <= set(keys) and skipped == []
 
 
 def test_every_config_field_round_trips_through_run_options():
@@ -173,3 +173,19 @@ def test_check_in_process_needs_no_mpi_launcher():
     bad = subprocess.run([sys.executable, "-m", "ppbench", "check", "--in-process", "--dp", "2"],
                          capture_output=True, text=True, timeout=LIMIT, env=env, cwd=ROOT)
     assert bad.returncode == 2 and "invalid in-process: runs one replica (dp = 1)" in bad.stderr
+
+
+def test_check_runs_a_users_schedule_file_under_mpi(tmp_path):
+    from ppbench.plan.files import to_csv
+    from ppbench.plan.schedules import compute_order
+
+    path = tmp_path / "mine.csv"
+    path.write_text(to_csv([compute_order("interleaved", 2, 4, r, 2) for r in range(2)]))
+    proc, _ = ppbench("check", "--schedule-file", str(path), "--pp", "2", "-m", "4", "--model", "gpt", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["passed"] and result["schedule_file"] == str(path) and result["max_rel_err"] <= 1e-10
+    blocking, _ = ppbench("check", "--schedule-file", str(path), "--pp", "2", "-m", "4", "--transport", "blocking")
+    assert blocking.returncode == 2
+    said = f"invalid schedule_file: {path} deadlocks with the blocking transport; allowed: nonblocking"
+    assert said in blocking.stderr

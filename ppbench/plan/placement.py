@@ -13,8 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-__all__ = ["Placement", "PLACEMENTS"]
+if TYPE_CHECKING:
+    from ppbench.plan.actions import Action
+
+__all__ = ["Placement", "PLACEMENTS", "infer_placement"]
 
 PLACEMENTS = ("looped", "v")
 
@@ -94,3 +98,23 @@ class Placement:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "stage_ranks": list(self.stage_ranks)}
+
+
+def infer_placement(ranks: list[list[Action]]) -> Placement:
+    """The placement a set of per-rank lists implies: stage s belongs to the rank that computes it."""
+    owner: dict[int, int] = {}
+    for r, acts in enumerate(ranks):
+        for a in acts:
+            if a.is_compute and owner.setdefault(a.stage, r) != r:
+                raise ValueError(f"stage {a.stage} is computed on ranks {owner[a.stage]} and {r}; "
+                                 "a stage lives on one rank")
+    missing = sorted(set(range(max(owner, default=-1) + 1)) - set(owner))
+    if missing or not owner:
+        raise ValueError(f"no rank computes stage(s) {missing}" if missing else "the schedule computes nothing")
+    stage_ranks = tuple(owner[s] for s in range(len(owner)))
+    p = max(stage_ranks) + 1
+    if len(stage_ranks) % p == 0 and stage_ranks == Placement.looped(p, len(stage_ranks) // p).stage_ranks:
+        return Placement.looped(p, len(stage_ranks) // p)
+    if stage_ranks == Placement.vshape(p).stage_ranks:
+        return Placement.vshape(p)
+    return Placement(stage_ranks)

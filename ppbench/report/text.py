@@ -10,7 +10,8 @@ __all__ = ["check_text", "run_text", "comparison_text"]
 def check_text(r: dict) -> str:
     stages = " ".join(f"[{a}..{b}]" for a, b in r["stage_layers"])
     lines = [
-        f"ppbench check: {r['schedule']}  pp={r['pp']} dp={r['dp']} microbatches={r['microbatches']}"
+        f"ppbench check: {('file ' + r['schedule_file']) if r.get('schedule_file') else r['schedule']}  "
+        f"pp={r['pp']} dp={r['dp']} microbatches={r['microbatches']}"
         + ("  (in process)" if r.get("in_process") else "") + "  "
         f"model={r['model']}/{r['size']} {r['dtype']}  global batch={r['global_batch']}  steps={r['steps']}"
         + (f" ({r['optimizer']}, lr={r['lr']})" if r["steps"] else ""),

@@ -50,8 +50,10 @@ def run_check(cfg: RunConfig, comm: MPI.Comm, reference: Callable[..., Reference
 def check_in_process(cfg: RunConfig, reference: Callable[..., Reference] = Reference) -> dict:
     """The same check with every rank of one pipeline as a thread of this process (no MPI; dp = 1)."""
     from ppbench.run.local import LocalPipeline
+    from ppbench.sim.validate import require_runnable
 
     cfg.validate(world_size=cfg.pp)
+    require_runnable(cfg)
     _need_model(cfg)
     pipe = LocalPipeline(cfg)
     worst, losses = _compare_steps(cfg, pipe, reference(cfg, torch.device("cpu")))

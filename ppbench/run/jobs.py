@@ -43,10 +43,12 @@ def launch_or_run(cfg: RunConfig, argv: list[str], timeout: float, on_rank: Call
     single-process model too); outside an MPI job re-launch this command (``argv``) on pp x dp
     ranks, inside it run ``on_rank``."""
     from ppbench.resources import check_run_fits, ranks_on_this_host
+    from ppbench.sim.validate import require_runnable
 
     launching = cfg.pp * cfg.dp > 1 and not in_mpi_job()
     try:
         cfg = cfg.validate()
+        require_runnable(cfg)
         if launching:
             check_run_fits(cfg, cfg.pp * cfg.dp, reference)
     except ConfigError as exc:

@@ -13,7 +13,6 @@ from torch import nn
 
 from ppbench.config import RunConfig
 from ppbench.plan.comm import add_communication
-from ppbench.plan.schedules import compute_order, placement_for
 from ppbench.run import models
 from ppbench.run.executor import Executor, StepStats
 from ppbench.run.partition import partition_layers
@@ -68,8 +67,8 @@ class LocalPipeline:
                              "ppbench's executor")
         self.cfg = cfg
         self.model_cfg = cfg.model_config()
-        p, v, m = cfg.pp, cfg.chunks, cfg.microbatches
-        self.placement = placement_for(cfg.schedule, p, v)
+        p, m = cfg.pp, cfg.microbatches
+        orders, self.placement = cfg.plan()
         last = self.placement.num_stages - 1
         self.layers = models.build_layers(self.model_cfg, cfg.seed, cfg.torch_dtype)
         self.split = partition_layers(self.layers, self.placement.num_stages)
@@ -84,7 +83,7 @@ class LocalPipeline:
                                    lambda out, tgt: models.loss_fn(self.model_cfg, out, tgt), m,
                                    transport.progress if nonblocking else None)
                 stages[s] = stage_hook(r, s, stage) if stage_hook else stage
-            actions = add_communication(compute_order(cfg.schedule, p, m, r, v), self.placement)
+            actions = add_communication(orders[r], self.placement)
             self.transports.append(transport)
             self.executors.append(Executor(
                 rank=r, placement=self.placement, stages=stages, actions=actions, transport=transport,

@@ -7,7 +7,6 @@ from torch import nn
 
 from ppbench.config import RunConfig
 from ppbench.plan.comm import add_communication
-from ppbench.plan.schedules import compute_order, placement_for
 from ppbench.run import models
 from ppbench.run.device import cuda_aware_mpi, select_device
 from ppbench.run.executor import Executor, Fault, StepStats
@@ -47,15 +46,17 @@ class PipelineRank(RankBase):
                                       staging=self.device.type == "cuda" and not self.cuda_aware)
         nonblocking = cfg.resolved_transport == "nonblocking"
         progress = self.transport.progress if nonblocking else None
-        p, v, r = cfg.pp, cfg.chunks, grid.stage
-        self.placement = placement_for(cfg.schedule, p, v)
+        r = grid.stage
+        orders, self.placement = cfg.plan()
         last = self.placement.num_stages - 1
         stages: dict = {}
         if self.synthetic:
             self.layer_ids, self.layers, self.split = [], [], []
             for s in self.placement.stages_of(r):
                 # a rank's work is split over its v stages, so every schedule does the same total work
-                stages[s] = SyntheticStage(cfg.t_fwd / v, cfg.t_bwd / v, cfg.message_bytes, s == 0, s == last, progress)
+                stages[s] = SyntheticStage(cfg.t_fwd / len(self.placement.stages_of(r)),
+                                           cfg.t_bwd / len(self.placement.stages_of(r)), cfg.message_bytes, s == 0,
+                                           s == last, progress)
             shape, dtype = next(iter(stages.values())).out.shape, next(iter(stages.values())).out.dtype
         else:
             layers = models.build_layers(self.model_cfg, cfg.seed, cfg.torch_dtype)
@@ -70,13 +71,15 @@ class PipelineRank(RankBase):
                                        progress)
             shape, dtype = models.activation_shape(self.model_cfg, cfg.microbatch_size), cfg.torch_dtype
         self.module = nn.Sequential(*self.layers)
-        self.actions = add_communication(compute_order(cfg.schedule, p, cfg.microbatches, r, v), self.placement)
+        self.actions = add_communication(orders[r], self.placement)
         self.executor = Executor(
             rank=r, placement=self.placement, stages=stages, actions=self.actions, transport=self.transport,
             mode=cfg.resolved_transport, activation_shape=tuple(shape), dtype=dtype,
             num_microbatches=cfg.microbatches, tracer=self.tracer, fault=self._my_fault(),
             where=f"rank {grid.world.Get_rank()} (replica {grid.replica})")
         self.optimizer = make_optimizer(cfg, list(self.module.parameters())) if self.layers else None
+        self.watchdog = StepWatchdog(cfg.step_timeout, self.executor.describe, lambda: grid.world.Abort(3),
+                                     stall=cfg.stall_timeout, last_progress=lambda: self.executor.progress_at)
 
     def _my_fault(self) -> Fault | None:
         target = self.cfg.fault_target
@@ -94,8 +97,7 @@ class PipelineRank(RankBase):
             inputs = replica_microbatches(self.cfg, x.to(self.device), self.grid.replica)
             targets = replica_microbatches(self.cfg, y.to(self.device), self.grid.replica)
             self.optimizer.zero_grad(set_to_none=False)
-        with StepWatchdog(self.cfg.step_timeout, self.executor.describe, lambda: self.grid.world.Abort(3),
-                          stall=self.cfg.stall_timeout, last_progress=lambda: self.executor.progress_at):
+        with self.watchdog.step():
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.device)
             stats = self.executor.run(inputs, targets, step)

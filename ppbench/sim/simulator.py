@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from ppbench.plan.actions import Action
 from ppbench.plan.comm import message_key, message_tag, peer_rank
-from ppbench.plan.placement import Placement
+from ppbench.plan.placement import Placement, infer_placement
 from ppbench.sim.costs import Costs
 
 __all__ = ["Costs", "SimEvent", "SimResult", "DeadlockError", "simulate", "simulated_events", "infer_placement"]
@@ -57,20 +57,6 @@ class DeadlockError(RuntimeError):
         self.stuck = stuck
         lines = ", ".join(f"rank {r} at {a}" for r, a in stuck.items())
         super().__init__(f"schedule deadlocks: {lines}\n{grid}")
-
-
-def infer_placement(ranks: list[list[Action]]) -> Placement:
-    """The placement a set of per-rank lists implies: stage s belongs to the rank that computes it."""
-    owner: dict[int, int] = {}
-    for r, acts in enumerate(ranks):
-        for a in acts:
-            if a.is_compute and owner.setdefault(a.stage, r) != r:
-                raise ValueError(f"stage {a.stage} is computed on ranks {owner[a.stage]} and {r}; "
-                                 "a stage lives on one rank")
-    missing = sorted(set(range(max(owner, default=-1) + 1)) - set(owner))
-    if missing or not owner:
-        raise ValueError(f"no rank computes stage(s) {missing}" if missing else "the schedule computes nothing")
-    return Placement(tuple(owner[s] for s in range(len(owner))))
 
 
 def simulate(ranks: list[list[Action]], costs: Costs = Costs(), mode: str = "blocking",
