@@ -31,6 +31,9 @@ _PUBLIC = {
     "Run": "ppbench.measure.results", "read_run": "ppbench.measure.results", "load_runs": "ppbench.measure.results",
     "ResultFileError": "ppbench.measure.results", "step_metrics": "ppbench.measure.metrics",
     "tidy_table": "ppbench.report.summary",
+    # schedules from files
+    "read_schedule": "ppbench.plan.files", "parse_schedule": "ppbench.plan.files", "to_csv": "ppbench.plan.files",
+    "to_json": "ppbench.plan.files", "validate_schedule": "ppbench.sim.validate",
 }
 
 __all__ = ["__version__", *_PUBLIC]

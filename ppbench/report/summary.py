@@ -195,7 +195,7 @@ def run_report(directory: str, fmt: str, out: str | None, schedules: list[str] |
                workloads: list[str] | None, baseline: str | None, write: bool = True) -> tuple[int, str, list[str]]:
     """Everything ``ppbench report`` does; returns (exit status, text for stdout, warnings)."""
     runs, skipped = load_runs(directory)
-    warnings = list(skipped) + [f"{len(runs)} result files read, {len(skipped)} skipped in {directory}/"]
+    warnings = list(skipped) + [f"{len(runs)} result files read, {len(skipped)} skipped in {Path(directory)}/"]
     runs = [r for r in runs if (not schedules or r.config["schedule"] in schedules)
             and (not models or r.config["model"] in models) and (not workloads or r.config["workload"] in workloads)]
     if not runs:
