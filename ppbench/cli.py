@@ -52,7 +52,17 @@ def _parser() -> argparse.ArgumentParser:
                                      "reference implementations, gradient equivalence, measurements.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors too (or PPBENCH_DEBUG=1)")
     sub = parser.add_subparsers(metavar="COMMAND")
+    _schedule_command(sub)
+    _validate_command(sub)
+    _check_command(sub)
+    _run_command(sub)
+    _sweep_command(sub)
+    _report_command(sub)
+    _simulate_command(sub)
+    return parser
 
+
+def _schedule_command(sub) -> None:
     sched = sub.add_parser("schedule", help="print a schedule's per-rank action lists")
     sched.add_argument("name", choices=list(SCHEDULES))
     sched.add_argument("--stages", "-p", type=int, required=True, help="pipeline stages p")
@@ -65,12 +75,16 @@ def _parser() -> argparse.ArgumentParser:
                             "PyTorch's CSV schedule format. Both files are what --schedule-file and validate read")
     sched.set_defaults(handler=_cmd_schedule)
 
+
+def _validate_command(sub) -> None:
     val = sub.add_parser("validate", help="check a schedule file (PyTorch CSV or ppbench JSON): counts, order, "
                          "placement, sends and receives, deadlocks under both transports")
     val.add_argument("file", help="the schedule file")
     val.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
     val.set_defaults(handler=_cmd_validate)
 
+
+def _check_command(sub) -> None:
     check = sub.add_parser("check", help="compare a pipeline's gradients with single-process training")
     _add_config_options(check, groups=("run",))
     check.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -79,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--timeout", type=_seconds, default=900.0, help="seconds before the MPI job is ended")
     check.set_defaults(handler=_cmd_check)
 
+
+def _run_command(sub) -> None:
     run = sub.add_parser("run", help="measure a configuration and record its result file")
     _add_config_options(run, groups=("run", "measure"))
     run.add_argument("--results", default="results", help="directory for the result file (default results/)")
@@ -88,6 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=_seconds, default=1800.0, help="seconds before the MPI job is ended")
     run.set_defaults(handler=_cmd_run)
 
+
+def _sweep_command(sub) -> None:
     sweep = sub.add_parser("sweep", help="run a grid of configurations, skipping those already recorded")
     sweep.add_argument("--schedules", default="naive,gpipe,1f1b", help="comma-separated (default naive,gpipe,1f1b)")
     sweep.add_argument("--world-sizes", default="1,2,4", help="ranks per run, comma-separated (default 1,2,4)")
@@ -102,6 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--timeout", type=_seconds, default=900.0, help="seconds per run before it is ended")
     sweep.set_defaults(handler=_cmd_sweep)
 
+
+def _report_command(sub) -> None:
     report = sub.add_parser("report", help="summarise result files: table, pictures, HTML page")
     report.add_argument("directory", help="directory of result files (searched recursively)")
     report.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table",
@@ -114,6 +134,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--no-files", action="store_true", help="print only; write no report files")
     report.set_defaults(handler=_cmd_report)
 
+
+def _simulate_command(sub) -> None:
     sim = sub.add_parser("simulate", help="simulate a schedule's metrics (no MPI; thousands of ranks in seconds), "
                          "or measured runs with their own measured costs (--from-run)")
     sim.add_argument("--schedule", choices=list(SCHEDULES))
@@ -142,7 +164,6 @@ def _parser() -> argparse.ArgumentParser:
                           "ones; the median is shown (default 30; 0: one simulation with the mean costs)")
     sim.add_argument("--json", action="store_true")
     sim.set_defaults(handler=_cmd_simulate)
-    return parser
 
 
 def _seconds(text: str) -> float:
