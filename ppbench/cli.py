@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     _sweep_command(sub)
     _report_command(sub)
     _simulate_command(sub)
+    _audit_command(sub)
     return parser
 
 
@@ -164,6 +165,44 @@ def _simulate_command(sub) -> None:
                           "ones; the median is shown (default 30; 0: one simulation with the mean costs)")
     sim.add_argument("--json", action="store_true")
     sim.set_defaults(handler=_cmd_simulate)
+
+
+def _audit_command(sub) -> None:
+    audit = sub.add_parser("audit", help="PyTorch pipelining's own schedule classes through ppbench's validator, "
+                           "simulator and executor")
+    audit.add_argument("what", choices=["torch"], help="whose schedules (torch: torch.distributed.pipelining)")
+    audit.add_argument("-p", "--stages", default="2,4", help="ranks, comma-separated (default 2,4)")
+    audit.add_argument("-m", "--microbatches", default="4,8", help="microbatches, comma-separated (default 4,8)")
+    audit.add_argument("--no-check", action="store_true", help="skip the in-process gradient check")
+    audit.add_argument("--json", action="store_true", help="print the rows as JSON")
+    audit.set_defaults(handler=_cmd_audit)
+
+
+def _cmd_audit(ns: argparse.Namespace, argv: list[str]) -> int:
+    from ppbench.config import ConfigError
+    from ppbench.run.audit import audit
+
+    try:
+        grid = [(int(p), int(m)) for p in ns.stages.split(",") for m in ns.microbatches.split(",")]
+    except ValueError:
+        raise ConfigError("stages/microbatches", "comma-separated integers, e.g. -p 2,4 -m 4,8") from None
+    if not all(1 <= p <= 16 and 1 <= m <= 64 for p, m in grid):
+        raise ConfigError("stages/microbatches", "the audit runs every class in process: p in 1..16, m in 1..64")
+    rows = [row for p, m in grid for row in audit(p, m, check=not ns.no_check)]
+    if ns.json:
+        print(json.dumps(rows))
+        return 0
+    print(f"{'PyTorch schedule':<30}{'p':>3}{'m':>4}  {'valid':<6}{'runs under':<22}{'equivalent':<11}"
+          f"{'bubble':>7}  {'peak in-flight':<16}vs ppbench / problems")
+    for r in rows:
+        equivalent = {True: "yes", False: "NO", None: "-"}[r.get("equivalent")]
+        bubble = f"{r['bubble_unit_cost']:.3f}" if r.get("bubble_unit_cost") is not None else "-"
+        detail = "; ".join(r.get("problems") or []) or r.get("vs_ppbench", "")
+        notes = f" ({'; '.join(r['notes'])})" if r.get("notes") else ""
+        print(f"{r['schedule']:<30}{r['p']:>3}{r['m']:>4}  {'yes' if r['valid'] else 'NO':<6}"
+              f"{'+'.join(r.get('runs_under') or []) or '-':<22}{equivalent:<11}{bubble:>7}  "
+              f"{str(r.get('peak_in_flight') or '-'):<16}{detail}{notes}")
+    return 0
 
 
 def _seconds(text: str) -> float:

@@ -161,3 +161,19 @@ def test_a_users_1f1b_file_runs_in_the_same_order_with_the_same_gradients(tmp_pa
 
     pipe = LocalPipeline(RunConfig(schedule_file=str(path), pp=2, microbatches=4))
     assert [e.actions for e in pipe.executors] == plan
+
+
+def test_the_audit_of_pytorchs_schedules_finds_what_is_known():
+    from ppbench.run.audit import audit
+
+    rows = {r["schedule"]: r for r in audit(2, 4)}
+    assert len(rows) == 7
+    gpipe = rows["ScheduleGPipe"]
+    assert gpipe["valid"] and gpipe["equivalent"] and gpipe["vs_ppbench"] == "same actions in the same order"
+    assert gpipe["notes"] == ["dropped FSDP-only REDUCE_GRAD"] and gpipe["bubble_unit_cost"] == pytest.approx(0.2)
+    one_f_one_b = rows["Schedule1F1B"]                      # its description lists microbatches 1..m on the last rank
+    assert not one_f_one_b["valid"] and one_f_one_b["problems"][0] == "uses microbatches 0..4, not 0..3"
+    assert rows["ScheduleInterleaved1F1B"]["vs_ppbench"] == "same actions in the same order"
+    for name in ("ScheduleZBVZeroBubble", "ScheduleDualPipeV"):        # the V placement, run by ppbench
+        assert rows[name]["placement"] == "v" and rows[name]["valid"] and rows[name]["equivalent"], rows[name]
+    assert rows["ScheduleDualPipeV"]["notes"] == ["6 overlapped F;B pairs run one after the other"]

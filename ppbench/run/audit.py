@@ -1,0 +1,125 @@
+"""``ppbench audit torch``: PyTorch pipelining's own schedule classes through ppbench's checks.
+
+Each class's per-rank order comes from PyTorch's schedule visualizer (no process group needed).
+FSDP-only actions (UNSHARD, RESHARD, REDUCE_GRAD) are dropped; DualPipeV's overlapped
+``(F;B)OVERLAP_F_B`` pairs are run one after the other, as a CPU must. Then ppbench validates the
+order (counts, order, placement, deadlocks under both transports), compares it action by action
+with ppbench's own schedule of the same name where there is one, and, when valid, runs it in
+process through ppbench's executor against single-process training.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+from ppbench.config import ConfigError, RunConfig
+from ppbench.plan.actions import Action, parse_action
+from ppbench.plan.files import ScheduleFileError, parse_schedule, to_json
+from ppbench.plan.schedules import compute_order, schedule_problem
+from ppbench.sim.validate import validate_schedule
+
+__all__ = ["TORCH_CLASSES", "torch_orders", "audit"]
+
+#: PyTorch schedule class -> ppbench's schedule of the same design (None: ppbench has none yet)
+TORCH_CLASSES = {"ScheduleGPipe": "gpipe", "Schedule1F1B": "1f1b", "ScheduleInterleaved1F1B": "interleaved",
+                 "ScheduleLoopedBFS": None, "ScheduleInterleavedZeroBubble": None, "ScheduleZBVZeroBubble": None,
+                 "ScheduleDualPipeV": None}
+_FSDP = re.compile(r"^\d+(UNSHARD|RESHARD|REDUCE_GRAD)\d*$")
+_OVERLAP = re.compile(r"^\((.+);(.+)\)OVERLAP_F_B$")
+
+
+def torch_orders(name: str, p: int, m: int) -> tuple[list[list[str]], list[str]]:
+    """(each rank's action texts, notes on what was changed) for PyTorch's schedule class ``name``."""
+    from torch.distributed.pipelining import schedules
+    from torch.distributed.pipelining._schedule_visualizer import get_schedule_ops
+
+    ops = get_schedule_ops(getattr(schedules, name), p, m)
+    ranks, dropped, split = [], set(), 0
+    for row in ops:
+        texts = []
+        for op in row:
+            if op is None:
+                continue
+            text = str(op)
+            pair = _OVERLAP.match(text)
+            if pair:
+                texts += [pair.group(1), pair.group(2)]
+                split += 1
+            elif _FSDP.match(text):
+                dropped.add(_FSDP.match(text).group(1))
+            else:
+                texts.append(text)
+        ranks.append(texts)
+    notes = [f"dropped FSDP-only {', '.join(sorted(dropped))}"] if dropped else []
+    if split:
+        notes.append(f"{split} overlapped F;B pairs run one after the other")
+    return ranks, notes
+
+
+def _difference(ours: list[list[Action]], theirs: list[list[Action]]) -> str:
+    for r, (a, b) in enumerate(zip(ours, theirs)):
+        for k in range(max(len(a), len(b))):
+            x = str(a[k]) if k < len(a) else "(end)"
+            y = str(b[k]) if k < len(b) else "(end)"
+            if x != y:
+                return f"rank {r} position {k}: ppbench {x}, PyTorch {y}"
+    return "same actions in the same order"
+
+
+def audit(p: int, m: int, check: bool = True, model: str = "mlp") -> list[dict]:
+    """One row per PyTorch schedule class at (p, m)."""
+    rows = []
+    for name, ours_name in TORCH_CLASSES.items():
+        row: dict = {"schedule": name, "p": p, "m": m, "notes": []}
+        try:
+            texts, row["notes"] = torch_orders(name, p, m)
+        except Exception as exc:  # noqa: BLE001 - PyTorch refuses some (p, m); that is a finding too
+            row.update(valid=False, problems=[f"PyTorch refuses p={p}, m={m}: {type(exc).__name__}: {exc}"])
+            rows.append(row)
+            continue
+        try:
+            schedule = parse_schedule("\n".join(",".join(t) for t in texts), name)
+        except ScheduleFileError as exc:
+            row.update(valid=False, problems=[str(exc)])
+            rows.append(row)
+            continue
+        if schedule.microbatches != m:
+            row["problems"] = [f"uses microbatches 0..{schedule.microbatches - 1}, not 0..{m - 1}"]
+        result = validate_schedule(schedule)
+        ranks = [[a for a in acts if a.is_compute] for acts in schedule.ranks]
+        row.update(valid=result.valid and schedule.microbatches == m,
+                   problems=row.get("problems", []) + [str(x) for x in result.problems[:3]],
+                   runs_under=result.runs_under, peak_in_flight=result.peak_in_flight,
+                   bubble_unit_cost=result.bubble, placement=schedule.placement.name,
+                   stages=schedule.placement.num_stages)
+        v = schedule.placement.num_stages // p
+        if ours_name and schedule_problem(ours_name, p, m, v) is None:
+            row["vs_ppbench"] = _difference([compute_order(ours_name, p, m, r, v) for r in range(p)], ranks)
+        else:
+            row["vs_ppbench"] = "no ppbench version" if not ours_name else "ppbench refuses this (p, m)"
+        if check and row["valid"]:
+            row["equivalent"], row["max_rel_err"] = _check(schedule, p, m, model)
+        rows.append(row)
+    return rows
+
+
+def _check(schedule, p: int, m: int, model: str) -> tuple[bool | None, float | None]:
+    """Gradients of PyTorch's order run by ppbench's executor (in process) against one process."""
+    from ppbench.run.check import check_in_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "torch.json"
+        ranks = [list(acts) for acts in schedule.ranks]
+        path.write_text(to_json(ranks, schedule.placement, schedule.microbatches, schedule.name))
+        try:
+            result = check_in_process(RunConfig(schedule_file=str(path), pp=p, microbatches=m, model=model,
+                                                transport="nonblocking", steps=1))
+        except ConfigError:
+            return None, None                      # e.g. more stages than the model has layers
+    return result["passed"], result["max_rel_err"]
+
+
+def parse_texts(texts: list[str]) -> list[Action]:
+    return [parse_action(t) for t in texts]
