@@ -174,6 +174,7 @@ def test_the_audit_of_pytorchs_schedules_finds_what_is_known():
     one_f_one_b = rows["Schedule1F1B"]                      # its description lists microbatches 1..m on the last rank
     assert not one_f_one_b["valid"] and one_f_one_b["problems"][0] == "uses microbatches 0..4, not 0..3"
     assert rows["ScheduleInterleaved1F1B"]["vs_ppbench"] == "same actions in the same order"
+    assert rows["ScheduleLoopedBFS"]["vs_ppbench"] == "same actions in the same order"
     for name in ("ScheduleZBVZeroBubble", "ScheduleDualPipeV"):        # the V placement, run by ppbench
         assert rows[name]["placement"] == "v" and rows[name]["valid"] and rows[name]["equivalent"], rows[name]
     assert rows["ScheduleDualPipeV"]["notes"] == ["6 overlapped F;B pairs run one after the other"]

@@ -181,6 +181,15 @@ def test_interleaved_plan_written_out():
     """)
 
 
+def test_looped_bfs_plan_written_out():
+    # p = 2, v = 2 (stages 0, 2 on rank 0; 1, 3 on rank 1), m = 3: all F of the first stage, then of the
+    # second; then B of the second stage, last microbatch first, then of the first
+    assert [compute_order("looped-bfs", 2, 3, r, 2) for r in range(2)] == plan("""
+        0F0 0F1 0F2 2F0 2F1 2F2 2B2 2B1 2B0 0B2 0B1 0B0
+        1F0 1F1 1F2 3F0 3F1 3F2 3B2 3B1 3B0 1B2 1B1 1B0
+    """)
+
+
 def test_zb_h1_plan_written_out():
     # W's wait while I's and F's are ready, at most p - 1 of them pending; they fill the cool-down
     assert [compute_order("zb-h1", 3, 6, r) for r in range(3)] == plan("""

@@ -90,6 +90,9 @@ def _rank_order(name: str, p: int, m: int, rank: int, v: int) -> tuple[np.ndarra
     raise ValueError(f"no array form for schedule {name!r}")
 
 
+_ARRAY_TWINS = ("naive", "gpipe", "1f1b", "interleaved", "zb-h1")
+
+
 def schedule_arrays(name: str, p: int, m: int, v: int = 1) -> ScheduleArrays:
     """Every rank's compute order for schedule ``name`` (validated like ``compute_order``)."""
     problem = schedule_problem(name, p, m, v)
@@ -103,6 +106,10 @@ def schedule_arrays(name: str, p: int, m: int, v: int = 1) -> ScheduleArrays:
         stage = np.repeat(np.arange(p, dtype=np.int32), 3 * m)
         offsets = np.arange(p + 1, dtype=np.int64) * 3 * m
         return ScheduleArrays(placement, m, op.astype(np.int8), mb.astype(np.int32), stage, offsets)
+    if name not in _ARRAY_TWINS:              # no array twin: built from the readable lists (fine up to ~10^6 actions)
+        from ppbench.plan.schedules import compute_order
+
+        return from_actions([compute_order(name, p, m, r, v) for r in range(p)], placement, m)
     parts = [_rank_order(name, p, m, r, v) for r in range(p)]
     offsets = np.concatenate([[0], np.cumsum([len(part[0]) for part in parts])]).astype(np.int64)
     op, mb, stage = (np.concatenate([part[i] for part in parts]) for i in range(3))

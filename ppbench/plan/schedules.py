@@ -82,6 +82,17 @@ def interleaved_1f1b(p: int, m: int, rank: int, v: int = 2) -> list[Action]:
     return order
 
 
+def looped_bfs(p: int, m: int, rank: int, v: int = 2) -> list[Action]:
+    """Looped BFS (Lamy-Poirier, 2023, "Breadth-First Pipeline Parallelism"; PyTorch's
+    ScheduleLoopedBFS): v stages per rank (looped placement). A rank forwards every microbatch
+    through its first stage, then its next, and so on; then backwards its last stage for every
+    microbatch (last microbatch first), then the one before. All v m activations are alive at once
+    (GPipe's memory, times v) in exchange for the interleaved bubble."""
+    stages = [c * p + rank for c in range(v)]
+    forwards = [Action(s, Op.F, i) for s in stages for i in range(m)]
+    return forwards + [Action(s, Op.B, i) for s in reversed(stages) for i in reversed(range(m))]
+
+
 def zero_bubble_h1(p: int, m: int, rank: int, v: int = 1) -> list[Action]:
     """ZB-H1 (Qi et al., 2023): the backward is split into I (gradients for the stage input, on
     the critical path) and W (weight gradients, off it); W's fill the time 1F1B spends waiting.
@@ -151,6 +162,7 @@ SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
     Schedule("interleaved", interleaved_1f1b, default_chunks=2, chunked=True, needs_nonblocking=True,
              m_multiple_of_p=True),
     Schedule("zb-h1", zero_bubble_h1, needs_nonblocking=True),
+    Schedule("looped-bfs", looped_bfs, default_chunks=2, chunked=True, needs_nonblocking=True),
 )}
 #: schedules that place v > 1 model chunks on each rank
 CHUNKED = tuple(s.name for s in SCHEDULES.values() if s.chunked)

@@ -19,6 +19,10 @@ def bubble_fraction(schedule: str, p: int, m: int, v: int = 1) -> float:
         return (p - 1) / (m + p - 1)
     if schedule == "interleaved":
         return (p - 1) / (v * m + p - 1)
+    if schedule == "looped-bfs":
+        # a rank's next stage waits for its first input to cross all p ranks: when m < p it idles;
+        # step = (F + B)((v - 1) max(m, p) + m + p - 1), busy = v m (F + B)
+        return 1 - v * m / ((v - 1) * max(m, p) + m + p - 1)
     if schedule == "zb-h1":
         # backward split into I and W of equal cost T: the bubble shrinks from (p-1)(F+I+W) to
         # (p-1)(F+I-W) = (p-1)T when F = I = W = T, for m >= p (Qi et al., 2023, ZB-H1)
@@ -42,4 +46,6 @@ def peak_in_flight(schedule: str, p: int, m: int, rank: int, v: int = 1) -> int:
         return min(m, p - rank)
     if schedule == "interleaved":  # warm-up forwards plus the first steady-state one
         return min(interleaved_warmup(p, m, rank, v) + 1, m * v)
+    if schedule == "looped-bfs":   # every forward of every stage before the first backward
+        return m * v
     raise ValueError(f"no closed form for schedule {schedule!r}")

@@ -19,8 +19,8 @@ from ppbench.sim.calibrate import resolved_transport, simulated_bubble
 
 #: the closed forms behind the theory column, in words (one place for the page and the Markdown)
 THEORY_TEXT = ("theory assumes uniform stages and free communication, as fraction of step time idle: naive (p-1)/p; "
-               "GPipe and 1F1B (p-1)/(m+p-1); interleaved (p-1)/(vm+p-1); ZB-H1 (p-1)/(3m+p-1) with F = I = W and "
-               "m >= p (Megatron-LM's bubble/ideal form is (p-1)/m)")
+               "GPipe and 1F1B (p-1)/(m+p-1); interleaved (p-1)/(vm+p-1); LoopedBFS 1-vm/((v-1)max(m,p)+m+p-1); "
+               "ZB-H1 (p-1)/(3m+p-1) with F = I = W and m >= p (Megatron-LM's bubble/ideal form is (p-1)/m)")
 
 __all__ = ["tidy_table", "format_summary", "write_report", "compare", "run_report", "environments"]
 

@@ -24,8 +24,8 @@ __all__ = ["TORCH_CLASSES", "torch_orders", "audit"]
 
 #: PyTorch schedule class -> ppbench's schedule of the same design (None: ppbench has none yet)
 TORCH_CLASSES = {"ScheduleGPipe": "gpipe", "Schedule1F1B": "1f1b", "ScheduleInterleaved1F1B": "interleaved",
-                 "ScheduleLoopedBFS": None, "ScheduleInterleavedZeroBubble": None, "ScheduleZBVZeroBubble": None,
-                 "ScheduleDualPipeV": None}
+                 "ScheduleLoopedBFS": "looped-bfs", "ScheduleInterleavedZeroBubble": None,
+                 "ScheduleZBVZeroBubble": None, "ScheduleDualPipeV": None}
 _FSDP = re.compile(r"^\d+(UNSHARD|RESHARD|REDUCE_GRAD)\d*$")
 _OVERLAP = re.compile(r"^\((.+);(.+)\)OVERLAP_F_B$")
 
