@@ -75,7 +75,7 @@ class RunConfig:
                                   "what it waits for and the job is ended (0: never)", limits=(0, 86400))
     device: str = _field("auto", "auto (a CUDA device per local rank when available), cpu or cuda")
     impl: str = _field("ppbench", "ppbench (this package's executor) or torch (torch.distributed.pipelining; "
-                       "gpipe, 1f1b, interleaved)")
+                       "gpipe, 1f1b, interleaved, looped-bfs)")
     workload: str = _field("model", "model (real torch layers) or synthetic (timed sleeps, fixed message size)",
                            group="measure")
     t_fwd: float = _field(0.002, "synthetic: seconds of F per rank and microbatch (split over its chunks)",
@@ -206,7 +206,7 @@ class RunConfig:
         # what it computes, in what order, and whether it deadlocks: ppbench.sim.validate.require_runnable
 
     def _validate_torch_impl(self) -> None:
-        allowed = ["gpipe", "1f1b", "interleaved"]
+        allowed = [name for name, spec in SCHEDULES.items() if spec.torch_class]
         if self.schedule not in allowed:
             raise ConfigError("schedule", f"{self.schedule!r} has no torch.distributed.pipelining counterpart; "
                               f"allowed with --impl torch: {', '.join(allowed)}")

@@ -81,7 +81,8 @@ def test_parameters_match_after_three_optimizer_steps(grid, schedule, model, opt
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("grid,schedule,microbatches,model",
-                         cases(grid=GRIDS, schedule=["gpipe", "1f1b", "interleaved"], microbatches=[4],
+                         cases(grid=GRIDS, schedule=[n for n, s in SCHEDULES.items() if s.torch_class],
+                               microbatches=[4],
                                model=["mlp", "gpt"], fixed={"impl": "torch"}))
 def test_torch_pipelining_matches_single_process_training(grid, schedule, microbatches, model):
     """PyTorch's own schedules, same models and reference (the harness is implementation-neutral)."""

@@ -152,17 +152,19 @@ class Schedule:
     chunked: bool = False            # accepts v > 1
     needs_nonblocking: bool = False  # deadlocks when every transfer completes before the next computation
     m_multiple_of_p: bool = False
+    torch_class: str | None = None   # torch.distributed.pipelining's class of the same design (--impl torch)
 
 
 #: name -> schedule; the order of this table is the order users see
 SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
     Schedule("naive", naive),
-    Schedule("gpipe", gpipe),
-    Schedule("1f1b", one_f_one_b),
+    Schedule("gpipe", gpipe, torch_class="ScheduleGPipe"),
+    Schedule("1f1b", one_f_one_b, torch_class="Schedule1F1B"),
     Schedule("interleaved", interleaved_1f1b, default_chunks=2, chunked=True, needs_nonblocking=True,
-             m_multiple_of_p=True),
+             m_multiple_of_p=True, torch_class="ScheduleInterleaved1F1B"),
     Schedule("zb-h1", zero_bubble_h1, needs_nonblocking=True),
-    Schedule("looped-bfs", looped_bfs, default_chunks=2, chunked=True, needs_nonblocking=True),
+    Schedule("looped-bfs", looped_bfs, default_chunks=2, chunked=True, needs_nonblocking=True,
+             torch_class="ScheduleLoopedBFS"),
 )}
 #: schedules that place v > 1 model chunks on each rank
 CHUNKED = tuple(s.name for s in SCHEDULES.values() if s.chunked)

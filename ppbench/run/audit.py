@@ -17,15 +17,15 @@ from pathlib import Path
 from ppbench.config import ConfigError, RunConfig
 from ppbench.plan.actions import Action, parse_action
 from ppbench.plan.files import ScheduleFileError, parse_schedule, to_json
-from ppbench.plan.schedules import compute_order, schedule_problem
+from ppbench.plan.schedules import SCHEDULES, compute_order, schedule_problem
 from ppbench.sim.validate import validate_schedule
 
 __all__ = ["TORCH_CLASSES", "torch_orders", "audit"]
 
 #: PyTorch schedule class -> ppbench's schedule of the same design (None: ppbench has none yet)
-TORCH_CLASSES = {"ScheduleGPipe": "gpipe", "Schedule1F1B": "1f1b", "ScheduleInterleaved1F1B": "interleaved",
-                 "ScheduleLoopedBFS": "looped-bfs", "ScheduleInterleavedZeroBubble": None,
-                 "ScheduleZBVZeroBubble": None, "ScheduleDualPipeV": None}
+TORCH_CLASSES = {cls: next((name for name, spec in SCHEDULES.items() if spec.torch_class == cls), None)
+                 for cls in ("ScheduleGPipe", "Schedule1F1B", "ScheduleInterleaved1F1B", "ScheduleLoopedBFS",
+                             "ScheduleInterleavedZeroBubble", "ScheduleZBVZeroBubble", "ScheduleDualPipeV")}
 _FSDP = re.compile(r"^\d+(UNSHARD|RESHARD|REDUCE_GRAD)\d*$")
 _OVERLAP = re.compile(r"^\((.+);(.+)\)OVERLAP_F_B$")
 

@@ -23,10 +23,9 @@ from ppbench.run.rank import RankBase, rank_layers
 from ppbench.run.tracer import Tracer
 from ppbench.run.training import average_gradients, global_loss, make_optimizer, replica_microbatches
 
-__all__ = ["TorchPipelineRank", "TORCH_SCHEDULES"]
+__all__ = ["TorchPipelineRank"]
 
 #: ppbench schedule name -> torch.distributed.pipelining schedule class name
-TORCH_SCHEDULES = {"gpipe": "ScheduleGPipe", "1f1b": "Schedule1F1B", "interleaved": "ScheduleInterleaved1F1B"}
 
 
 def _init_gloo(grid: Grid) -> None:
@@ -74,7 +73,7 @@ class TorchPipelineRank(RankBase):
             self.chunk_modules.append(chunk)
             self.stages.append(pipelining.PipelineStage(chunk, s, placement.num_stages, self.device,
                                                         group=groups[grid.replica]))
-        schedule_cls = getattr(pipelining, TORCH_SCHEDULES[cfg.schedule])
+        schedule_cls = getattr(pipelining, SCHEDULES[cfg.schedule].torch_class)
         stages = self.stages if SCHEDULES[cfg.schedule].chunked else self.stages[0]
         self.schedule = schedule_cls(stages, n_microbatches=cfg.microbatches, scale_grads=True,
                                      loss_fn=lambda out, tgt: models.loss_fn(self.model_cfg, out, tgt))
