@@ -180,6 +180,11 @@ class RunConfig:
                               f"world size {world_size}")
         return self
 
+    @property
+    def recompute(self) -> bool:
+        """Whether stages recompute their forward before the backward (1f1b-recompute)."""
+        return not self.schedule_file and SCHEDULES[self.schedule].recompute
+
     def plan(self):
         """(each rank's compute actions, the placement): from the schedule file, or the built-in schedule."""
         from ppbench.plan.schedules import compute_order, placement_for

@@ -102,3 +102,19 @@ def test_parameter_counts_known_before_building_equal_the_built_model(family, si
     cfg = models.model_config(family, size)
     built = models.build_layers(cfg, 0, torch.float32)
     assert [sum(p.numel() for p in layer.parameters()) for layer in built] == cfg.layer_parameters()
+
+
+def test_recomputation_keeps_only_each_stage_input_and_gives_the_same_gradients():
+    """1F1B with recomputation: F keeps the stage input only (the last stage also its target); B runs
+    F again. Rank 0 of 2 holds min(p, m) = 2 microbatches, each 2 x 16 float64 = 256 bytes."""
+    from ppbench.config import RunConfig
+    from ppbench.run.check import check_in_process
+    from ppbench.run.local import LocalPipeline
+
+    cfg = RunConfig(schedule="1f1b-recompute", pp=2, microbatches=4)
+    _, stats = LocalPipeline(cfg).forward_backward(0)
+    assert [s.peak_in_flight for s in stats] == [2, 1]
+    assert [s.peak_saved_bytes for s in stats] == [2 * 256, 256 + 256]        # rank 1: its input and the target
+    _, plain = LocalPipeline(RunConfig(schedule="1f1b", pp=2, microbatches=4)).forward_backward(0)
+    assert [s.peak_saved_bytes for s in plain] == [2 * 5 * 256, 6 * 256]      # 4 layers' activations (+ target)
+    assert check_in_process(RunConfig(schedule="1f1b-recompute", pp=2, microbatches=4, steps=2))["passed"]

@@ -181,6 +181,10 @@ def test_interleaved_plan_written_out():
     """)
 
 
+def test_1f1b_with_recomputation_keeps_1f1bs_order():
+    assert all(compute_order("1f1b-recompute", 4, 6, r) == compute_order("1f1b", 4, 6, r) for r in range(4))
+
+
 def test_looped_bfs_plan_written_out():
     # p = 2, v = 2 (stages 0, 2 on rank 0; 1, 3 on rank 1), m = 3: all F of the first stage, then of the
     # second; then B of the second stage, last microbatch first, then of the first

@@ -80,7 +80,7 @@ def _rank_order(name: str, p: int, m: int, rank: int, v: int) -> tuple[np.ndarra
         return np.tile([OP_F, OP_B], m), np.repeat(np.arange(m), 2), here
     if name == "gpipe":
         return np.repeat([OP_F, OP_B], m), np.tile(np.arange(m), 2), here
-    if name == "1f1b":
+    if name in ("1f1b", "1f1b-recompute"):
         backward, index = _one_f_one_b_order(m, warmup_forwards(p, m, rank))
         return np.where(backward, OP_B, OP_F), index, here
     if name == "interleaved":
@@ -90,7 +90,7 @@ def _rank_order(name: str, p: int, m: int, rank: int, v: int) -> tuple[np.ndarra
     raise ValueError(f"no array form for schedule {name!r}")
 
 
-_ARRAY_TWINS = ("naive", "gpipe", "1f1b", "interleaved", "zb-h1")
+_ARRAY_TWINS = ("naive", "gpipe", "1f1b", "1f1b-recompute", "interleaved", "zb-h1")
 
 
 def schedule_arrays(name: str, p: int, m: int, v: int = 1) -> ScheduleArrays:

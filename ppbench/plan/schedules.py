@@ -153,6 +153,7 @@ class Schedule:
     needs_nonblocking: bool = False  # deadlocks when every transfer completes before the next computation
     m_multiple_of_p: bool = False
     torch_class: str | None = None   # torch.distributed.pipelining's class of the same design (--impl torch)
+    recompute: bool = False          # stages keep only their input after F and run F again before B
 
 
 #: name -> schedule; the order of this table is the order users see
@@ -163,6 +164,7 @@ SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
     Schedule("interleaved", interleaved_1f1b, default_chunks=2, chunked=True, needs_nonblocking=True,
              m_multiple_of_p=True, torch_class="ScheduleInterleaved1F1B"),
     Schedule("zb-h1", zero_bubble_h1, needs_nonblocking=True),
+    Schedule("1f1b-recompute", one_f_one_b, recompute=True),
     Schedule("looped-bfs", looped_bfs, default_chunks=2, chunked=True, needs_nonblocking=True,
              torch_class="ScheduleLoopedBFS"),
 )}

@@ -15,7 +15,7 @@ def bubble_fraction(schedule: str, p: int, m: int, v: int = 1) -> float:
     """Idle share of the step on every rank, for uniform stages and free communication."""
     if schedule == "naive":
         return (p - 1) / p
-    if schedule in ("gpipe", "1f1b"):
+    if schedule in ("gpipe", "1f1b", "1f1b-recompute"):   # recompute: B costs F + B, the form holds
         return (p - 1) / (m + p - 1)
     if schedule == "interleaved":
         return (p - 1) / (v * m + p - 1)
@@ -42,7 +42,8 @@ def peak_in_flight(schedule: str, p: int, m: int, rank: int, v: int = 1) -> int:
         return 1
     if schedule == "gpipe":
         return m
-    if schedule in ("1f1b", "zb-h1"):     # zb-h1: F until I, as 1F1B (W's inputs are counted in bytes)
+    # zb-h1 holds a microbatch from F until I, as 1F1B until B (W's inputs are counted in bytes)
+    if schedule in ("1f1b", "1f1b-recompute", "zb-h1"):
         return min(m, p - rank)
     if schedule == "interleaved":  # warm-up forwards plus the first steady-state one
         return min(interleaved_warmup(p, m, rank, v) + 1, m * v)

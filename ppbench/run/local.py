@@ -81,7 +81,7 @@ class LocalPipeline:
             for s, ids in rank_layers(self.split, self.placement, r).items():
                 stage = TorchStage(nn.Sequential(*(self.layers[i] for i in ids)), s == 0, s == last,
                                    lambda out, tgt: models.loss_fn(self.model_cfg, out, tgt), m,
-                                   transport.progress if nonblocking else None)
+                                   transport.progress if nonblocking else None, recompute=cfg.recompute)
                 stages[s] = stage_hook(r, s, stage) if stage_hook else stage
             actions = add_communication(orders[r], self.placement)
             self.transports.append(transport)

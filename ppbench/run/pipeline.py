@@ -56,7 +56,7 @@ class PipelineRank(RankBase):
                 # a rank's work is split over its v stages, so every schedule does the same total work
                 stages[s] = SyntheticStage(cfg.t_fwd / len(self.placement.stages_of(r)),
                                            cfg.t_bwd / len(self.placement.stages_of(r)), cfg.message_bytes, s == 0,
-                                           s == last, progress)
+                                           s == last, progress, recompute=cfg.recompute)
             shape, dtype = next(iter(stages.values())).out.shape, next(iter(stages.values())).out.dtype
         else:
             layers = models.build_layers(self.model_cfg, cfg.seed, cfg.torch_dtype)
@@ -68,7 +68,7 @@ class PipelineRank(RankBase):
             for s, ids in mine.items():
                 stages[s] = TorchStage(nn.Sequential(*(by_index[i] for i in ids)), s == 0, s == last,
                                        lambda out, tgt: models.loss_fn(self.model_cfg, out, tgt), cfg.microbatches,
-                                       progress)
+                                       progress, recompute=cfg.recompute)
             shape, dtype = models.activation_shape(self.model_cfg, cfg.microbatch_size), cfg.torch_dtype
         self.module = nn.Sequential(*self.layers)
         self.actions = add_communication(orders[r], self.placement)

@@ -52,9 +52,10 @@ class TorchStage:
 
     def __init__(self, module: nn.Module, is_first: bool, is_last: bool,
                  loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], num_microbatches: int,
-                 progress: Callable[[], None] | None = None):
+                 progress: Callable[[], None] | None = None, recompute: bool = False):
         self.module, self.is_first, self.is_last = module, is_first, is_last
         self.loss, self.m = loss, num_microbatches
+        self.recompute = recompute      # F keeps only the stage input; B runs the forward again, then backward
         self.saved_bytes = SavedBytes(module)
         if progress is not None:
             self._poll_between_layers(progress)
@@ -71,21 +72,32 @@ class TorchStage:
             layer.register_forward_pre_hook(before_layer)
             layer.register_forward_hook(after_layer)
 
+    def _run(self, x: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        y = self.module(x)
+        return self.loss(y, target) / self.m if self.is_last else y
+
     def forward(self, x: torch.Tensor, target: torch.Tensor | None):
         """Returns (tensor to send downstream or the scaled loss, context for backward, saved bytes)."""
+        if self.recompute:                 # nothing for autograd to keep but the stage input (and the target)
+            with torch.no_grad():
+                y = self._run(x, target)
+            self._synchronize(y)
+            kept = x.numel() * x.element_size() + (target.numel() * target.element_size() if self.is_last else 0)
+            return y, (x, target), kept
         if not self.is_first:
             x.requires_grad_(True)
-
-        def run() -> torch.Tensor:
-            y = self.module(x)
-            return self.loss(y, target) / self.m if self.is_last else y
-
-        y, nbytes = self.saved_bytes.measure(run)
+        y, nbytes = self.saved_bytes.measure(lambda: self._run(x, target))
         self._synchronize(y)
         return y, (x, y), nbytes
 
     def backward(self, ctx, grad_output: torch.Tensor | None) -> torch.Tensor | None:
-        x, y = ctx
+        if self.recompute:
+            x, target = ctx
+            if not self.is_first:
+                x.requires_grad_(True)
+            y = self._run(x, target)             # the forward again, this time keeping what backward needs
+        else:
+            x, y = ctx
         torch.autograd.backward(y, grad_output)   # grad_output is None on the last stage (y is the loss)
         self._synchronize(y)
         return None if self.is_first else x.grad
@@ -119,8 +131,10 @@ class SyntheticStage:
     exchange a configured number of bytes."""
 
     def __init__(self, t_fwd: float, t_bwd: float, message_bytes: int, is_first: bool, is_last: bool,
-                 progress: Callable[[], None] | None = None, slices: int = 20):
-        self.t_fwd, self.t_bwd, self.is_first, self.is_last = t_fwd, t_bwd, is_first, is_last
+                 progress: Callable[[], None] | None = None, slices: int = 20, recompute: bool = False):
+        # with recomputation the backward runs the forward again first
+        self.t_fwd, self.t_bwd, self.is_first, self.is_last = t_fwd, t_bwd + (t_fwd if recompute else 0.0), \
+            is_first, is_last
         self.progress, self.slices = progress, slices
         self.out = torch.zeros(max(message_bytes // 4, 1), dtype=torch.float32)
 
