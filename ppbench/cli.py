@@ -193,7 +193,7 @@ def _cmd_audit(ns: argparse.Namespace, argv: list[str]) -> int:
         print(json.dumps(rows))
         return 0
     print(f"{'PyTorch schedule':<30}{'p':>3}{'m':>4}  {'valid':<6}{'runs under':<22}{'equivalent':<11}"
-          f"{'bubble':>7}  {'peak in-flight':<16}vs ppbench / problems")
+          f"{'bubble':>7}  {'peak in-flight':<20}vs ppbench / problems")
     for r in rows:
         equivalent = {True: "yes", False: "NO", None: "-"}[r.get("equivalent")]
         bubble = f"{r['bubble_unit_cost']:.3f}" if r.get("bubble_unit_cost") is not None else "-"
@@ -201,7 +201,7 @@ def _cmd_audit(ns: argparse.Namespace, argv: list[str]) -> int:
         notes = f" ({'; '.join(r['notes'])})" if r.get("notes") else ""
         print(f"{r['schedule']:<30}{r['p']:>3}{r['m']:>4}  {'yes' if r['valid'] else 'NO':<6}"
               f"{'+'.join(r.get('runs_under') or []) or '-':<22}{equivalent:<11}{bubble:>7}  "
-              f"{str(r.get('peak_in_flight') or '-'):<16}{detail}{notes}")
+              f"{str(r.get('peak_in_flight') or '-'):<20}{detail}{notes}")
     return 0
 
 

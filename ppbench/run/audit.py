@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from ppbench.config import ConfigError, RunConfig
-from ppbench.plan.actions import Action, parse_action
+from ppbench.plan.actions import Action
 from ppbench.plan.files import ScheduleFileError, parse_schedule, to_json
 from ppbench.plan.schedules import SCHEDULES, compute_order, schedule_problem
 from ppbench.sim.validate import validate_schedule
@@ -119,7 +119,3 @@ def _check(schedule, p: int, m: int, model: str) -> tuple[bool | None, float | N
         except ConfigError:
             return None, None                      # e.g. more stages than the model has layers
     return result["passed"], result["max_rel_err"]
-
-
-def parse_texts(texts: list[str]) -> list[Action]:
-    return [parse_action(t) for t in texts]
