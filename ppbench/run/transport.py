@@ -10,7 +10,7 @@ from its post to the moment its completion is observed; time spent blocked is tr
 - :class:`LocalTransport`: ranks as threads of one process, meeting in a :class:`LocalHub`.
   A message completes when both its ends are posted (MPI's rendezvous protocol, the strictest
   behaviour MPI allows), so a schedule that deadlocks under MPI deadlocks here too; instead of
-  hanging, a wait longer than ``wait_limit`` raises naming what it waited for.
+  hanging, a wait longer than ``wait_limit`` (default 300 s, as --stall-timeout) raises naming what it waited for.
 """
 
 from __future__ import annotations
@@ -220,7 +220,7 @@ class LocalHub:
 class LocalTransport(Transport):
     """Rank ``rank`` of an in-process pipeline whose ranks share ``hub``."""
 
-    def __init__(self, hub: LocalHub, rank: int, wait_limit: float | None = 30.0, **kwargs):
+    def __init__(self, hub: LocalHub, rank: int, wait_limit: float | None = 300.0, **kwargs):
         super().__init__(wait_limit=wait_limit, **kwargs)
         self.hub, self.rank = hub, rank
 
