@@ -213,3 +213,16 @@ def test_a_run_notices_when_another_process_shares_its_cores(tmp_path):
     summary = json.loads(proc.stdout)
     # one spinning process on this host's cores, against a run that mostly sleeps
     assert summary["shared_cores"] and summary["foreign_cpu_share"] > 1 / (2 * os.cpu_count())
+
+
+def test_stale_partials_are_found_on_hosts_with_dotted_names(tmp_path, monkeypatch):
+    from ppbench.measure import results
+
+    monkeypatch.setattr(results.socket, "gethostname", lambda: "node1.cluster.org")
+    dead = tmp_path / ".x.parquet.node1.cluster.org-99999999.partial"
+    live = tmp_path / f".y.parquet.node1.cluster.org-{os.getpid()}.partial"
+    other = tmp_path / ".z.parquet.node2.cluster.org-99999999.partial"
+    for path in (dead, live, other):
+        path.write_bytes(b"half")
+    assert results.remove_stale_partials(tmp_path) == [dead]
+    assert live.exists() and other.exists()

@@ -132,11 +132,12 @@ def remove_stale_partials(directory: str | Path) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         return removed
-    host = socket.gethostname()
+    marker = f".{socket.gethostname()}-"          # host names may hold dots: match this host's marker
     for path in directory.glob(".*.partial"):
-        owner = path.name[:-len(".partial")].rpartition(".")[2]       # HOST-PID
-        owner_host, _, pid = owner.rpartition("-")
-        if owner_host == host and pid.isdigit() and not alive(int(pid)):
+        stem = path.name[:-len(".partial")]
+        at = stem.rfind(marker)
+        pid = stem[at + len(marker):] if at >= 0 else ""
+        if pid.isdigit() and not alive(int(pid)):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
