@@ -310,13 +310,9 @@ def _cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _cmd_run(ns: argparse.Namespace, argv: list[str]) -> int:
-    from ppbench.config import ConfigError
     from ppbench.measure.results import remove_stale_partials
     from ppbench.run.jobs import output_directory
 
-    if ns.schedule_file:
-        raise ConfigError("schedule_file", "ppbench run does not measure schedule files yet; `ppbench check "
-                          "--schedule-file`, `ppbench simulate --schedule-file` and `ppbench validate` take them")
     if not ns.no_save:
         output_directory(ns.results, "results")
         remove_stale_partials(ns.results)

@@ -189,3 +189,27 @@ def test_check_runs_a_users_schedule_file_under_mpi(tmp_path):
     assert blocking.returncode == 2
     said = f"invalid schedule_file: {path} deadlocks with the blocking transport; allowed: nonblocking"
     assert said in blocking.stderr
+
+
+def test_run_measures_a_users_schedule_file_and_the_report_names_it(tmp_path):
+    from ppbench.measure.results import config_key, load_runs
+    from ppbench.plan.files import to_json
+    from ppbench.plan.schedules import compute_order, placement_for
+    from ppbench.report.summary import run_report
+
+    path = tmp_path / "mine.json"
+    ranks = [compute_order("looped-bfs", 2, 4, r, 2) for r in range(2)]
+    path.write_text(to_json(ranks, placement_for("looped-bfs", 2, 2), 4, "mine"))
+    results = tmp_path / "results"
+    proc, _ = ppbench("run", "--schedule-file", str(path), "--pp", "2", "-m", "4", "--workload", "synthetic",
+                      "--repeats", "2", "--results", str(results))
+    assert proc.returncode == 0, proc.stderr
+    assert f"ppbench run: file {path} (nonblocking)" in proc.stdout and "(theory -, simulated" in proc.stdout
+    (run,), skipped = load_runs(results)
+    assert skipped == [] and run.label == "file:mine" and run.meta["schedule"]["name"] == "mine"
+    assert run.meta["config_key"] != config_key(run.config)               # the file's digest is part of the key
+    assert run.meta["summary"]["peak_in_flight_theory"] == [8, 8]         # from the file's own plan
+    code, text, _ = run_report(str(results), "json", str(tmp_path / "report"), None, None, None, None)
+    row = json.loads(text)[0]
+    assert code == 0 and row["schedule"] == "file:mine" and row["bubble_theory"] is None
+    assert 0 < row["bubble_simulated"] < 1 and (tmp_path / "report" / "timeline-file_mine.png").exists()

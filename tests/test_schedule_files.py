@@ -178,3 +178,15 @@ def test_the_audit_of_pytorchs_schedules_finds_what_is_known():
     for name in ("ScheduleZBVZeroBubble", "ScheduleDualPipeV"):        # the V placement, run by ppbench
         assert rows[name]["placement"] == "v" and rows[name]["valid"] and rows[name]["equivalent"], rows[name]
     assert rows["ScheduleDualPipeV"]["notes"] == ["6 overlapped F;B pairs run one after the other"]
+
+
+def test_a_result_keeps_the_schedule_file_it_ran():
+    from ppbench.plan.files import from_record, schedule_record
+
+    schedule = parse_schedule(to_csv(build_schedule("zb-h1", 3, 6)))
+    record = schedule_record(schedule)
+    back = from_record(json.loads(json.dumps(record)))                    # as stored in a result file
+    assert [[a for a in acts if a.is_compute] for acts in schedule.ranks] == [list(acts) for acts in back.ranks]
+    assert back.placement == schedule.placement and back.microbatches == 6 and record["name"] == "schedule"
+    other = schedule_record(parse_schedule(to_csv([compute_order("1f1b", 3, 6, r) for r in range(3)])))
+    assert other["digest"] != record["digest"] and len(record["digest"]) == 16

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 import stat
 import sys
@@ -21,6 +22,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from ppbench.plan.files import schedule_label
 
 __all__ = ["atomic_write", "SCHEMA_VERSION", "Run", "ResultFileError", "config_key", "write_run", "read_run",
            "load_runs",
@@ -62,6 +65,12 @@ def metadata_problem(meta: object) -> str | None:
         if not isinstance(node, kind) or (kind is int and isinstance(node, bool)):
             expected = getattr(kind, "__name__", "number")
             return f"metadata field {path} is {type(node).__name__} {node!r:.40}, expected {expected}"
+    record = meta.get("schedule")
+    if record is not None and not (isinstance(record, dict) and isinstance(record.get("ranks"), list)
+                                   and isinstance(record.get("placement"), list)
+                                   and isinstance(record.get("name"), str)
+                                   and isinstance(record.get("microbatches"), int)):
+        return "metadata field schedule is not a schedule record (name, microbatches, placement, ranks)"
     for i, step in enumerate(meta["steps"]):
         if not isinstance(step, dict):
             return f"metadata steps[{i}] is not an object"
@@ -84,6 +93,11 @@ class Run:
     @property
     def config(self) -> dict:
         return self.meta["config"]
+
+    @property
+    def label(self) -> str:
+        """The schedule's name in reports: the built-in's, or ``file:NAME`` for a schedule file."""
+        return schedule_label(self.config, self.meta.get("schedule"))
 
 
 def config_key(config: dict) -> str:
@@ -111,17 +125,19 @@ def atomic_write(path: str | Path, write) -> Path:
 
 
 def write_run(directory: str | Path, config: dict, env: dict, steps: list[dict], summary: dict,
-              events: pd.DataFrame) -> Path:
-    """Write one run atomically (temporary file in the same directory, then rename)."""
+              events: pd.DataFrame, schedule: dict | None = None) -> Path:
+    """Write one run atomically (temporary file in the same directory, then rename). ``schedule``:
+    the record of a schedule file (:func:`ppbench.plan.files.schedule_record`); its digest joins the key."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    meta = {"schema": SCHEMA_VERSION, "run_id": run_id, "config_key": config_key(config), "config": config,
-            "environment": env, "steps": steps, "summary": summary}
+    key = config_key({**config, "schedule_digest": schedule["digest"]} if schedule else config)
+    meta = {"schema": SCHEMA_VERSION, "run_id": run_id, "config_key": key, "config": config,
+            "environment": env, "steps": steps, "summary": summary, **({"schedule": schedule} if schedule else {})}
     table = pa.Table.from_pandas(events, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), _META_KEY: json.dumps(meta).encode()})
-    name = (f"{run_id}-{config['schedule']}-pp{config['pp']}-dp{config['dp']}-m{config['microbatches']}-"
-            f"{config['workload']}.parquet")
+    label = f"file-{re.sub(r'[^A-Za-z0-9_.-]', '_', schedule['name'])}" if schedule else config["schedule"]
+    name = f"{run_id}-{label}-pp{config['pp']}-dp{config['dp']}-m{config['microbatches']}-{config['workload']}.parquet"
     return atomic_write(directory / name, lambda partial: pq.write_table(table, partial))
 
 

@@ -9,6 +9,7 @@ and every problem names the row (rank) and the position of the cell.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from ppbench.plan.actions import Action, parse_action
 from ppbench.plan.placement import Placement, infer_placement
 
 __all__ = ["ScheduleFile", "ScheduleFileError", "read_schedule", "parse_schedule", "to_csv", "to_json",
-           "MAX_FILE_BYTES", "MAX_RANKS", "MAX_ACTIONS"]
+           "schedule_record", "from_record", "schedule_label", "MAX_FILE_BYTES", "MAX_RANKS", "MAX_ACTIONS"]
 
 MAX_FILE_BYTES = 64 * 2**20      # a schedule file larger than this is refused unread
 MAX_RANKS = 4096                 # rows of a CSV file / entries of "ranks" (the --pp limit)
@@ -166,3 +167,25 @@ def to_json(ranks: list[list[Action]], placement: Placement, microbatches: int, 
     """ppbench's JSON schedule: the actions in PyTorch's text, with the placement and microbatch count."""
     return json.dumps({"format": JSON_FORMAT, "version": 1, "name": name, "microbatches": microbatches,
                        "placement": placement.to_dict(), "ranks": [[str(a) for a in acts] for acts in ranks]})
+
+
+def schedule_record(schedule: ScheduleFile) -> dict:
+    """What a result file keeps of a schedule from a file, so the run can be simulated and drawn
+    later whatever happens to the file: its name, placement, compute actions and their digest."""
+    ranks = [[str(a) for a in acts if a.is_compute] for acts in schedule.ranks]
+    digest = hashlib.sha1(json.dumps([ranks, list(schedule.placement.stage_ranks)]).encode()).hexdigest()[:16]
+    return {"name": schedule.name, "microbatches": schedule.microbatches,
+            "placement": list(schedule.placement.stage_ranks), "ranks": ranks, "digest": digest}
+
+
+def from_record(record: dict) -> ScheduleFile:
+    """The schedule a result file recorded (:func:`schedule_record`)."""
+    placement = Placement(tuple(record["placement"]), infer_placement(
+        [[parse_action(a) for a in acts] for acts in record["ranks"]]).name)
+    return ScheduleFile(record["name"], tuple(tuple(parse_action(a) for a in acts) for acts in record["ranks"]),
+                        placement, record["microbatches"])
+
+
+def schedule_label(config: dict, record: dict | None) -> str:
+    """How reports name a run's schedule: the built-in's name, or ``file:NAME`` for a schedule file."""
+    return f"file:{record['name']}" if record else config["schedule"]

@@ -17,7 +17,9 @@ import pandas as pd  # noqa: E402
 from ppbench.measure.events import COMPUTE, TRANSFER  # noqa: E402
 from ppbench.measure.results import Run, atomic_write  # noqa: E402
 from ppbench.plan import theory  # noqa: E402
-from ppbench.plan.schedules import build_schedule, placement_for  # noqa: E402
+from ppbench.plan.comm import add_communication  # noqa: E402
+from ppbench.plan.files import from_record  # noqa: E402
+from ppbench.plan.schedules import SCHEDULES, build_schedule, placement_for  # noqa: E402
 from ppbench.sim.calibrate import measured_costs, resolved_transport  # noqa: E402
 from ppbench.sim.costs import Costs  # noqa: E402
 from ppbench.sim.simulator import simulate, simulated_events  # noqa: E402
@@ -71,7 +73,7 @@ def draw_all(runs: list[Run], table: pd.DataFrame, out: Path) -> list[Path]:
 
 def _representative(runs: list[Run], schedule: str) -> Run | None:
     """The run whose timeline says most: most stages, then m nearest 2p, synthetic first."""
-    mine = [r for r in runs if r.config["schedule"] == schedule]
+    mine = [r for r in runs if r.label == schedule]
     if not mine:
         return None
     return max(mine, key=lambda r: (r.config["pp"], -abs(r.config["microbatches"] - 2 * r.config["pp"]),
@@ -86,16 +88,21 @@ def timeline(run: Run, path: Path) -> Path:
     measured = events.assign(start=(events["start"] - origin) * 1e3, end=(events["end"] - origin) * 1e3)
     ms = measured_costs(events)
     costs = Costs(*(1e3 * x for x in (ms.fwd, ms.bwd, ms.wgrad, ms.comm, ms.overhead)))
-    v = cfg.get("chunks", 1)
-    placement = placement_for(cfg["schedule"], cfg["pp"], v)
-    sim = simulated_events(simulate(build_schedule(cfg["schedule"], cfg["pp"], cfg["microbatches"], v),
-                                    costs, resolved_transport(cfg), placement), placement, cfg["microbatches"])
+    if run.meta.get("schedule"):                   # a schedule file: the actions the run recorded
+        recorded = from_record(run.meta["schedule"])
+        placement = recorded.placement
+        plan = [add_communication(list(acts), placement) for acts in recorded.ranks]
+    else:
+        v = cfg.get("chunks", 1)
+        placement = placement_for(cfg["schedule"], cfg["pp"], v)
+        plan = build_schedule(cfg["schedule"], cfg["pp"], cfg["microbatches"], v)
+    sim = simulated_events(simulate(plan, costs, resolved_transport(cfg), placement), placement, cfg["microbatches"])
     fig, axes = plt.subplots(2, 1, figsize=(11, 1.2 + 0.9 * cfg["pp"]), sharex=True)
     simulated = (f"simulated with the run's mean costs (F={costs.fwd:.2f}, B={costs.bwd:.2f}, "
                  f"message {costs.comm:.2f}, overhead {costs.overhead:.2f} ms)")
     for ax, ev, title in ((axes[0], measured, "measured"), (axes[1], sim, simulated)):
         _draw_lanes(ax, ev, cfg["pp"])
-        ax.set_title(f"{cfg['schedule']} p={cfg['pp']} m={cfg['microbatches']} {cfg['workload']}: {title}",
+        ax.set_title(f"{run.label} p={cfg['pp']} m={cfg['microbatches']} {cfg['workload']}: {title}",
                      fontsize=10, loc="left")
     axes[1].set_xlabel("time since step start (ms)")
     return _save(fig, path)
@@ -134,7 +141,9 @@ def bubble_vs_microbatches(table: pd.DataFrame, path: Path) -> Path | None:
                         label=f"p={p} {work}" if len(w) else None)
             ms = np.arange(1, max(sel["microbatches"].max(), 2) + 1)
             v = int(sel["chunks"].iloc[0])
-            ax.plot(ms, [theory.bubble_fraction(schedule, p, m, v) for m in ms], "--", color=colour, linewidth=1)
+            if schedule in SCHEDULES:               # a schedule file has no closed form to draw
+                ax.plot(ms, [theory.bubble_fraction(schedule, p, m, v) for m in ms], "--", color=colour,
+                        linewidth=1)
         ax.set_xscale("log", base=2)
         ax.set_title(schedule)
         ax.set_xlabel("microbatches m")
@@ -171,9 +180,8 @@ def memory(runs: list[Run], path: Path) -> Path | None:
     pick = {}
     for r in model_runs:   # per schedule: most stages, then most microbatches
         key = (r.config["pp"], r.config["microbatches"])
-        if r.config["schedule"] not in pick or key > (pick[r.config["schedule"]].config["pp"],
-                                                       pick[r.config["schedule"]].config["microbatches"]):
-            pick[r.config["schedule"]] = r
+        if r.label not in pick or key > (pick[r.label].config["pp"], pick[r.label].config["microbatches"]):
+            pick[r.label] = r
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
     width = 0.8 / len(pick)
     for i, (schedule, r) in enumerate(sorted(pick.items())):
@@ -181,7 +189,8 @@ def memory(runs: list[Run], path: Path) -> Path | None:
         x = np.arange(len(s["peak_in_flight"])) + i * width
         label = f"{schedule} p={c['pp']} m={c['microbatches']}"
         ax1.bar(x, s["peak_in_flight"], width, label=label)
-        ax1.plot(x, s["peak_in_flight_theory"], "k_", markersize=12)
+        if isinstance(s.get("peak_in_flight_theory"), list):
+            ax1.plot(x, s["peak_in_flight_theory"], "k_", markersize=12)
         ax2.bar(x, np.array(s["peak_saved_bytes"]) / 1024, width, label=label)
     ax1.set_ylabel("peak in-flight microbatches")
     ax2.set_ylabel("peak saved activations (KiB)")

@@ -49,7 +49,7 @@ def _steps_frame(runs: list[Run]) -> pd.DataFrame:
         for step in run.meta["steps"]:
             rows.append({
                 "config_key": run.meta["config_key"], **{c: cfg.get(c, _DEFAULTS.get(c)) for c in _CONFIG_COLS},
-                "transport": transport,
+                "transport": transport, "schedule": run.label,
                 "world_size": cfg["pp"] * cfg["dp"], "run_id": run.meta["run_id"],
                 "step_time": step["step_time"], "throughput": step["throughput"], "bubble": step["bubble_mean"],
                 "bubble_max": step["bubble_max"], "bubble_simulated": simulated, "utilization": step["utilization"],
@@ -80,10 +80,18 @@ def tidy_table(runs: list[Run]) -> pd.DataFrame:
     ).reset_index()
     rows = list(zip(table["schedule"], table["pp"], table["microbatches"], table["chunks"]))
     table.insert(table.columns.get_loc("bubble_simulated"), "bubble_theory",
-                 [theory.bubble_fraction(s, p, m, v) for s, p, m, v in rows])
-    table["peak_in_flight_theory"] = [theory.peak_in_flight(s, p, m, 0, v) for s, p, m, v in rows]
+                 [_closed_form(theory.bubble_fraction, s, p, m, v) for s, p, m, v in rows])
+    table["peak_in_flight_theory"] = [_closed_form(theory.peak_in_flight, s, p, m, 0, v) for s, p, m, v in rows]
     order = ["workload", "model", "size", "schedule", "transport", "world_size", "pp", "dp", "microbatches"]
     return table.sort_values(order, kind="stable").reset_index(drop=True)
+
+
+def _closed_form(formula, schedule: str, *args) -> float:
+    """The closed form for a built-in; NaN for a schedule file (or a name this version lacks)."""
+    try:
+        return formula(schedule, *args)
+    except ValueError:
+        return float("nan")
 
 
 def compare(table: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
@@ -196,7 +204,7 @@ def run_report(directory: str, fmt: str, out: str | None, schedules: list[str] |
     """Everything ``ppbench report`` does; returns (exit status, text for stdout, warnings)."""
     runs, skipped = load_runs(directory)
     warnings = list(skipped) + [f"{len(runs)} result files read, {len(skipped)} skipped in {Path(directory)}/"]
-    runs = [r for r in runs if (not schedules or r.config["schedule"] in schedules)
+    runs = [r for r in runs if (not schedules or r.label in schedules)
             and (not models or r.config["model"] in models) and (not workloads or r.config["workload"] in workloads)]
     if not runs:
         return 1, "", warnings + [f"no ppbench results in {directory}/ (after filters): run `ppbench run` or "

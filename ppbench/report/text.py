@@ -38,7 +38,8 @@ def run_text(cfg: RunConfig, s: dict) -> str:
             if cfg.workload == "synthetic" else f"model {cfg.model}/{cfg.size} {cfg.dtype}")
     over = " OVERSUBSCRIBED" if env["oversubscribed"] else ""
     return "\n".join([
-        f"ppbench run: {cfg.schedule} ({cfg.resolved_transport})  pp={cfg.pp} dp={cfg.dp} m={cfg.microbatches}  "
+        f"ppbench run: {('file ' + cfg.schedule_file) if cfg.schedule_file else cfg.schedule} "
+        f"({cfg.resolved_transport})  pp={cfg.pp} dp={cfg.dp} m={cfg.microbatches}  "
         f"{work}  batch={cfg.batch}",
         f"  on {env['host']}: {env['world_size']} ranks, {env['cores']} cores{over}, {env['device']}, "
         f"{env['mpi_library']}",
@@ -48,7 +49,7 @@ def run_text(cfg: RunConfig, s: dict) -> str:
         f"incl. allreduce {s['allreduce_time_median'] * 1e3:.3f} ms, "
         f"optimizer {s['optimizer_time_median'] * 1e3:.3f} ms)",
         f"  bubble      mean {s['bubble_mean_median']:.3f}  max {s['bubble_max_median']:.3f}  "
-        f"(theory {s['bubble_theory']:.3f}, simulated with this run's costs {s['bubble_simulated']:.3f})   "
+        f"(theory {_number(s['bubble_theory'])}, simulated with this run's costs {s['bubble_simulated']:.3f})   "
         f"utilization {s['utilization_median']:.3f}",
         f"  overlap     {s['overlap_median']:.3f}   exposed communication {s['exposed_comm_median'] * 1e3:.3f} ms/rank",
         f"  in flight   {s['peak_in_flight']} (theory {s['peak_in_flight_theory']})   "
@@ -59,6 +60,11 @@ def run_text(cfg: RunConfig, s: dict) -> str:
         + ("  SHARED CORES: these timings are disturbed" if s["shared_cores"] else ""),
         f"  saved to    {s['path']}" if s["path"] else "  not saved (--no-save)",
     ])
+
+
+def _number(value: float) -> str:
+    """Three decimals, or '-' where there is none (a schedule file has no closed form)."""
+    return "-" if value != value else f"{value:.3f}"
 
 
 def comparison_text(rows: list[dict], samples: int) -> str:

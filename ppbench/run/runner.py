@@ -15,6 +15,8 @@ from ppbench.measure.events import EVENT_FIELDS, events_frame
 from ppbench.measure.metrics import step_metrics
 from ppbench.measure.results import Run, write_run
 from ppbench.plan import theory
+from ppbench.plan.files import read_schedule, schedule_record
+from ppbench.plan.schedules import peak_in_flight
 from ppbench.run.contention import CoreSharing
 from ppbench.run.environment import environment
 from ppbench.run.grid import Grid
@@ -75,8 +77,10 @@ def run_benchmark(cfg: RunConfig, comm: MPI.Comm, results_dir: str | None) -> di
              for s in sorted(per_rank["step"].unique())]
     summary = _summary(cfg, steps, per_rank, events, float(skews.max()))
     summary.update(contention)
-    summary["bubble_simulated"] = simulated_bubble(Run(Path(), {"config": cfg.to_dict()}, events))
-    summary["path"] = str(write_run(results_dir, cfg.to_dict(), env, steps, summary, events)) if results_dir else None
+    record = schedule_record(read_schedule(cfg.schedule_file)) if cfg.schedule_file else None
+    summary["bubble_simulated"] = simulated_bubble(Run(Path(), {"config": cfg.to_dict(), "schedule": record}, events))
+    summary["path"] = (str(write_run(results_dir, cfg.to_dict(), env, steps, summary, events, record))
+                       if results_dir else None)
     summary["environment"] = env
     return summary
 
@@ -105,10 +109,12 @@ def _summary(cfg: RunConfig, steps: list[dict], per_rank: pd.DataFrame, events: 
         **{f"{k}_median": v for k, v in med.items()},
         "step_time_min": float(min(s["step_time"] for s in steps)),
         "step_time_max": float(max(s["step_time"] for s in steps)),
-        "bubble_theory": theory.bubble_fraction(cfg.schedule, cfg.pp, cfg.microbatches, cfg.chunks),
+        # a schedule file has no closed form; its peak in-flight comes from its own plan
+        "bubble_theory": float("nan") if cfg.schedule_file else
+        theory.bubble_fraction(cfg.schedule, cfg.pp, cfg.microbatches, cfg.chunks),
         "peak_in_flight": [int(v) for v in by_stage["peak_in_flight"].max()],
-        "peak_in_flight_theory": [theory.peak_in_flight(cfg.schedule, cfg.pp, cfg.microbatches, r, cfg.chunks)
-                                  for r in range(cfg.pp)],
+        "peak_in_flight_theory": [peak_in_flight(order) for order in cfg.plan()[0]] if cfg.schedule_file else
+        [theory.peak_in_flight(cfg.schedule, cfg.pp, cfg.microbatches, r, cfg.chunks) for r in range(cfg.pp)],
         "peak_saved_bytes": [int(v) for v in by_stage["peak_saved_bytes"].max()],
         "peak_device_bytes": [int(v) for v in by_stage["peak_device_bytes"].max()],
         "clock_skew_max": skew,

@@ -22,7 +22,8 @@ from ppbench.measure.events import COMPUTE, TRANSFER
 from ppbench.measure.metrics import transfer_intervals
 from ppbench.measure.results import Run
 from ppbench.plan.actions import COMPUTE_OPS
-from ppbench.plan.arrays import schedule_arrays
+from ppbench.plan.arrays import from_actions, schedule_arrays
+from ppbench.plan.files import from_record
 from ppbench.sim.array_simulator import array_metrics, simulate_arrays
 from ppbench.sim.costs import Costs
 
@@ -32,7 +33,17 @@ __all__ = ["measured_samples", "measured_costs", "simulate_run", "simulated_bubb
 
 def resolved_transport(config: dict) -> str:
     """The transport a run used ('auto': blocking for naive, non-blocking otherwise)."""
-    return RunConfig(schedule=config["schedule"], transport=config["transport"]).resolved_transport
+    return RunConfig(schedule=config["schedule"], transport=config["transport"],
+                     schedule_file=config.get("schedule_file", "")).resolved_transport
+
+
+def run_arrays(run: Run):
+    """The array form of the schedule a run executed: its recorded schedule file, or the built-in."""
+    cfg = run.config
+    if run.meta.get("schedule"):
+        recorded = from_record(run.meta["schedule"])
+        return from_actions([list(acts) for acts in recorded.ranks], recorded.placement, recorded.microbatches)
+    return schedule_arrays(cfg["schedule"], cfg["pp"], cfg["microbatches"], cfg.get("chunks", 1))
 
 
 def measured_samples(events: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -97,7 +108,7 @@ def simulate_run(run: Run, samples: int = 0, seed: int = 0) -> tuple[dict, Costs
     observed = measured_samples(events)
     costs = _mean_costs(observed)
     mode = resolved_transport(cfg)
-    arrays = schedule_arrays(cfg["schedule"], cfg["pp"], cfg["microbatches"], cfg.get("chunks", 1))
+    arrays = run_arrays(run)
     keys = ("step_time", "bubble_mean", "overlap")
     by_stage = _durations_by_action(events[events["op"].isin(COMPUTE)])
     key = arrays.stage.astype(np.int64) * 4 + arrays.op
