@@ -114,6 +114,8 @@ def _sweep_command(sub) -> None:
     sweep.add_argument("--models", default="mlp", help="comma-separated families (default mlp)")
     sweep.add_argument("--sizes", default="tiny", help="comma-separated presets (default tiny)")
     sweep.add_argument("--workloads", default="model,synthetic", help="comma-separated (default model,synthetic)")
+    sweep.add_argument("--schedule-files", default="", help="comma-separated schedule files to run too (each fixes "
+                       "its ranks and microbatches; it joins the world sizes and microbatches that match it)")
     _add_config_options(sweep, sweep_only=True)
     sweep.add_argument("--results", default="results", help="result directory (default results/)")
     sweep.add_argument("--redo", action="store_true", help="rerun configurations already recorded")
@@ -348,14 +350,16 @@ def _cmd_sweep(ns: argparse.Namespace, argv: list[str]) -> int:
     except ConfigError as exc:
         return error(str(exc))
     configs, notes = sweep_configs(items(ns.schedules), items(ns.world_sizes, int), items(ns.microbatches, int),
-                                   items(ns.models), items(ns.sizes), items(ns.workloads), **shared)
+                                   items(ns.models), items(ns.sizes), items(ns.workloads),
+                                   schedule_files=items(ns.schedule_files), **shared)
     for note in notes:
         print(f"ppbench sweep: left out {note}")
     if not configs:
         return error("the sweep grid holds no valid configuration")
     if ns.dry_run:
         for cfg in configs:
-            print(f"{cfg.schedule} pp={cfg.pp} dp={cfg.dp} m={cfg.microbatches} {cfg.workload} {cfg.model}/{cfg.size}")
+            print(f"{cfg.schedule_file or cfg.schedule} pp={cfg.pp} dp={cfg.dp} m={cfg.microbatches} {cfg.workload} "
+                  f"{cfg.model}/{cfg.size}")
         return 0
     return 1 if run_sweep(configs, ns.results, ns.redo, ns.timeout) else 0
 

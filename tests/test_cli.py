@@ -213,3 +213,22 @@ def test_run_measures_a_users_schedule_file_and_the_report_names_it(tmp_path):
     row = json.loads(text)[0]
     assert code == 0 and row["schedule"] == "file:mine" and row["bubble_theory"] is None
     assert 0 < row["bubble_simulated"] < 1 and (tmp_path / "report" / "timeline-file_mine.png").exists()
+
+
+def test_a_sweep_runs_schedule_files_and_resumes_them_by_their_digest(tmp_path):
+    from ppbench.plan.files import to_csv
+    from ppbench.plan.schedules import compute_order
+
+    path = tmp_path / "mine.csv"
+    path.write_text(to_csv([compute_order("1f1b", 2, 4, r) for r in range(2)]))
+    args = ["sweep", "--schedules", "", "--schedule-files", str(path), "--world-sizes", "1,2", "--microbatches",
+            "2,4", "--workloads", "synthetic", "--repeats", "1", "--results", str(tmp_path / "r")]
+    first, _ = ppbench(*args)
+    assert first.returncode == 0, first.stderr
+    assert "ppbench sweep: 1 run, 0 failed, 0 already recorded" in first.stdout      # only p = 2, m = 4 fits
+    assert f"left out {path} world=1 m=2" in first.stdout
+    again, _ = ppbench(*args)
+    assert "1 of 1 configurations already in" in again.stdout
+    path.write_text(to_csv([compute_order("gpipe", 2, 4, r) for r in range(2)]))       # same name, new actions
+    changed, _ = ppbench(*args)
+    assert "ppbench sweep: 1 run, 0 failed, 0 already recorded" in changed.stdout

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from ppbench.plan.files import schedule_label
 
 __all__ = ["atomic_write", "SCHEMA_VERSION", "Run", "ResultFileError", "config_key", "write_run", "read_run",
-           "load_runs",
+           "load_runs", "run_key",
            "upgrade_events", "remove_stale_partials", "alive", "result_files", "metadata_problem"]
 
 #: 2: events name the ``stage`` (schema 1 named the rank-local ``chunk``) and the split backward's
@@ -122,6 +122,16 @@ def atomic_write(path: str | Path, write) -> Path:
             partial.unlink(missing_ok=True)
         raise
     return path
+
+
+def run_key(cfg) -> str:
+    """The key a run of ``cfg`` (a RunConfig) is recorded under: its configuration, and for a schedule
+    file the digest of the actions it holds (what a sweep compares to skip finished work)."""
+    if not cfg.schedule_file:
+        return config_key(cfg.to_dict())
+    from ppbench.plan.files import read_schedule, schedule_record
+
+    return config_key({**cfg.to_dict(), "schedule_digest": schedule_record(read_schedule(cfg.schedule_file))["digest"]})
 
 
 def write_run(directory: str | Path, config: dict, env: dict, steps: list[dict], summary: dict,

@@ -17,31 +17,36 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from ppbench.config import ConfigError, RunConfig
-from ppbench.measure.results import alive, config_key, remove_stale_partials
+from ppbench.measure.results import alive, remove_stale_partials, run_key
 from ppbench.plan.schedules import SCHEDULES
 from ppbench.run.launch import run_mpi
+from ppbench.sim.validate import require_runnable
 
 __all__ = ["sweep_configs", "recorded_keys", "run_sweep", "config_args", "claim"]
 
 
 def sweep_configs(schedules, world_sizes, microbatches, models, sizes, workloads, dp: int = 1,
-                  **common) -> tuple[list[RunConfig], list[str]]:
-    """Valid configurations of the grid, and a note for each combination that was left out."""
+                  schedule_files=(), **common) -> tuple[list[RunConfig], list[str]]:
+    """Valid configurations of the grid, and a note for each combination that was left out. A
+    schedule file fixes its own ranks and microbatches: it joins every world size of pp x dp and
+    every microbatch count that match it."""
     configs, notes, seen = [], [], set()
-    for workload, schedule, world, m, model, size in itertools.product(workloads, schedules, world_sizes,
-                                                                       microbatches, models, sizes):
+    entries = [(name, "") for name in schedules] + [("1f1b", path) for path in schedule_files]
+    for workload, (schedule, path), world, m, model, size in itertools.product(workloads, entries, world_sizes,
+                                                                               microbatches, models, sizes):
         if workload == "synthetic":
             model, size = "mlp", "tiny"          # the model plays no part; keep one entry
         if world % dp:
             notes.append(f"world size {world} is not a multiple of dp={dp}")
             continue
-        cfg = RunConfig(schedule=schedule, pp=world // dp, dp=dp, microbatches=m, model=model, size=size,
-                        workload=workload, chunks=SCHEDULES[schedule].default_chunks if schedule in SCHEDULES else 1,
-                        **common)
+        chunks = SCHEDULES[schedule].default_chunks if schedule in SCHEDULES and not path else 1
+        cfg = RunConfig(schedule=schedule, schedule_file=path, pp=world // dp, dp=dp, microbatches=m, model=model,
+                        size=size, workload=workload, chunks=chunks, **common)
         try:
             cfg.validate(world_size=world)
+            require_runnable(cfg)
         except ConfigError as exc:
-            notes.append(f"{schedule} world={world} m={m} {model}/{size}: {exc}")
+            notes.append(f"{path or schedule} world={world} m={m} {model}/{size}: {exc}")
             continue
         if cfg not in seen:
             seen.add(cfg)
@@ -100,21 +105,22 @@ def run_sweep(configs: list[RunConfig], results: str, redo: bool, timeout: float
     (:class:`~ppbench.run.launch.Interrupted`); run again, it resumes at that configuration."""
     remove_stale_partials(results)
     done = set() if redo else recorded_keys(results)
-    todo = [c for c in configs if config_key(c.to_dict()) not in done]
+    todo = [c for c in configs if run_key(c) not in done]
     skipped = len(configs) - len(todo)
     if skipped:
         print(f"ppbench sweep: {skipped} of {len(configs)} configurations already in {results}/ (use --redo to rerun)")
     failures = busy = 0
     bar = tqdm(todo, unit="run", disable=not show_progress, dynamic_ncols=True)
     for cfg in bar:
-        key = config_key(cfg.to_dict())
+        key = run_key(cfg)
         held = claim(results, key)
         if held is None or (not redo and key in recorded_keys(results)):   # another sweep has it, or did it
             busy += 1
             if held is not None:
                 held.unlink(missing_ok=True)
             continue
-        bar.set_description(f"{cfg.schedule} p={cfg.pp} d={cfg.dp} m={cfg.microbatches} {cfg.workload}")
+        bar.set_description(f"{cfg.schedule_file or cfg.schedule} p={cfg.pp} d={cfg.dp} m={cfg.microbatches} "
+                            f"{cfg.workload}")
         start = time.monotonic()
         try:
             code = run_mpi(cfg.pp * cfg.dp, [sys.executable, "-m", "ppbench", "run", *config_args(cfg),
