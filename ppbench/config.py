@@ -195,6 +195,12 @@ class RunConfig:
         ranks = [compute_order(self.schedule, self.pp, self.microbatches, r, self.chunks) for r in range(self.pp)]
         return ranks, placement_for(self.schedule, self.pp, self.chunks)
 
+    def schedule_record(self) -> dict | None:
+        """What a result keeps of the schedule file (:func:`ppbench.plan.files.schedule_record`), or None."""
+        from ppbench.plan.files import schedule_record
+
+        return schedule_record(_read_schedule_file(self.schedule_file)) if self.schedule_file else None
+
     def _validate_schedule_file(self) -> None:
         from ppbench.plan.files import ScheduleFileError
 

@@ -124,14 +124,15 @@ def atomic_write(path: str | Path, write) -> Path:
     return path
 
 
-def run_key(cfg) -> str:
-    """The key a run of ``cfg`` (a RunConfig) is recorded under: its configuration, and for a schedule
-    file the digest of the actions it holds (what a sweep compares to skip finished work)."""
-    if not cfg.schedule_file:
-        return config_key(cfg.to_dict())
-    from ppbench.plan.files import read_schedule, schedule_record
+def record_key(config: dict, schedule: dict | None) -> str:
+    """The key a run is recorded under: its configuration and, for a schedule file, the digest of
+    the actions the file held (so an edited file is a new configuration)."""
+    return config_key({**config, "schedule_digest": schedule["digest"]} if schedule else config)
 
-    return config_key({**cfg.to_dict(), "schedule_digest": schedule_record(read_schedule(cfg.schedule_file))["digest"]})
+
+def run_key(cfg) -> str:
+    """:func:`record_key` of a run of ``cfg`` (a RunConfig): what a sweep compares to skip finished work."""
+    return record_key(cfg.to_dict(), cfg.schedule_record())
 
 
 def write_run(directory: str | Path, config: dict, env: dict, steps: list[dict], summary: dict,
@@ -141,8 +142,7 @@ def write_run(directory: str | Path, config: dict, env: dict, steps: list[dict],
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    key = config_key({**config, "schedule_digest": schedule["digest"]} if schedule else config)
-    meta = {"schema": SCHEMA_VERSION, "run_id": run_id, "config_key": key, "config": config,
+    meta = {"schema": SCHEMA_VERSION, "run_id": run_id, "config_key": record_key(config, schedule), "config": config,
             "environment": env, "steps": steps, "summary": summary, **({"schedule": schedule} if schedule else {})}
     table = pa.Table.from_pandas(events, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), _META_KEY: json.dumps(meta).encode()})

@@ -15,7 +15,6 @@ from ppbench.measure.events import EVENT_FIELDS, events_frame
 from ppbench.measure.metrics import step_metrics
 from ppbench.measure.results import Run, write_run
 from ppbench.plan import theory
-from ppbench.plan.files import read_schedule, schedule_record
 from ppbench.plan.schedules import peak_in_flight
 from ppbench.run.contention import CoreSharing
 from ppbench.run.environment import environment
@@ -77,7 +76,7 @@ def run_benchmark(cfg: RunConfig, comm: MPI.Comm, results_dir: str | None) -> di
              for s in sorted(per_rank["step"].unique())]
     summary = _summary(cfg, steps, per_rank, events, float(skews.max()))
     summary.update(contention)
-    record = schedule_record(read_schedule(cfg.schedule_file)) if cfg.schedule_file else None
+    record = cfg.schedule_record()
     summary["bubble_simulated"] = simulated_bubble(Run(Path(), {"config": cfg.to_dict(), "schedule": record}, events))
     summary["path"] = (str(write_run(results_dir, cfg.to_dict(), env, steps, summary, events, record))
                        if results_dir else None)
