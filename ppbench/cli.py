@@ -175,7 +175,9 @@ def _audit_command(sub) -> None:
     audit.add_argument("what", choices=["torch"], help="whose schedules (torch: torch.distributed.pipelining)")
     audit.add_argument("-p", "--stages", default="2,4", help="ranks, comma-separated (default 2,4)")
     audit.add_argument("-m", "--microbatches", default="4,8", help="microbatches, comma-separated (default 4,8)")
-    audit.add_argument("--no-check", action="store_true", help="skip the in-process gradient check")
+    audit.add_argument("--no-check", action="store_true", help="skip the gradient check")
+    audit.add_argument("--mpi", action="store_true", help="run the gradient check under MPI, one process per rank "
+                       "(ppbench check --schedule-file), instead of in process")
     audit.add_argument("--json", action="store_true", help="print the rows as JSON")
     audit.set_defaults(handler=_cmd_audit)
 
@@ -190,7 +192,7 @@ def _cmd_audit(ns: argparse.Namespace, argv: list[str]) -> int:
         raise ConfigError("stages/microbatches", "comma-separated integers, e.g. -p 2,4 -m 4,8") from None
     if not all(1 <= p <= 16 and 1 <= m <= 64 for p, m in grid):
         raise ConfigError("stages/microbatches", "the audit runs every class in process: p in 1..16, m in 1..64")
-    rows = [row for p, m in grid for row in audit(p, m, check=not ns.no_check)]
+    rows = [row for p, m in grid for row in audit(p, m, check=not ns.no_check, mpi=ns.mpi)]
     if ns.json:
         print(json.dumps(rows))
         return 0
@@ -204,6 +206,9 @@ def _cmd_audit(ns: argparse.Namespace, argv: list[str]) -> int:
         print(f"{r['schedule']:<30}{r['p']:>3}{r['m']:>4}  {'yes' if r['valid'] else 'NO':<6}"
               f"{'+'.join(r.get('runs_under') or []) or '-':<22}{equivalent:<11}{bubble:>7}  "
               f"{str(r.get('peak_in_flight') or '-'):<20}{detail}{notes}")
+    if not ns.no_check:
+        print("gradients checked " + ("under MPI (ppbench check --schedule-file, one process per rank)" if ns.mpi
+                                      else "in process (ranks as threads; --mpi for one process per rank)"))
     return 0
 
 

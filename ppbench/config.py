@@ -54,8 +54,9 @@ class RunConfig:
     pp: int = _field(2, "pipeline stages p", limits=(1, 4096))
     dp: int = _field(1, "data-parallel replicas d; world size = pp x dp", sweep=True, limits=(1, 4096))
     microbatches: int = _field(4, "microbatches m per replica per step", short="-m", limits=(1, 65536))
-    chunks: int = _field(1, "model chunks v per rank (interleaved schedules; 1 otherwise)", short="-v",
-                         limits=(1, 64))
+    chunks: int = _field(0, "stages v per rank (0: the schedule's own, 2 for " +
+                         ", ".join(n for n, s in SCHEDULES.items() if s.default_chunks > 1) + ", else 1)",
+                         short="-v", limits=(1, 64))
     global_batch: int = _field(0, "samples per step over all replicas (0: 2 x microbatches x dp)",
                                limits=(0, 2**31 - 1))
     model: str = _field("mlp", "model family: " + ", ".join(PRESETS))
@@ -117,6 +118,11 @@ class RunConfig:
 
     def model_config(self):
         return model_config(self.model, self.size)
+
+    def __post_init__(self) -> None:
+        if self.chunks == 0:        # the schedule's own number of stages per rank
+            spec = SCHEDULES.get(self.schedule) if not self.schedule_file else None
+            object.__setattr__(self, "chunks", spec.default_chunks if spec else 1)
 
     def validate(self, world_size: int | None = None) -> RunConfig:
         """Raise ConfigError naming the first bad field; return self when all is well.

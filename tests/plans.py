@@ -42,3 +42,11 @@ def posted_order(actions: list[Action], mode: str, last_stage: int) -> list[str]
     """The order in which a rank starts its actions: receives and sends by their post, computations
     by their start (what a measured run's events show when sorted by start time)."""
     return [str(a) for kind, a in executor_sequence(actions, mode, last_stage) if kind in ("post", "send", "compute")]
+
+
+def chunk_samples(name: str) -> tuple[int, ...]:
+    """The stages per rank the tests try for a built-in: 2 and 3 where any v works (looped), else its own."""
+    from ppbench.plan.schedules import SCHEDULES
+
+    spec = SCHEDULES[name]
+    return (2, 3) if spec.chunked else (spec.default_chunks,)

@@ -6,16 +6,17 @@ import random
 
 import numpy as np
 import pytest
+from plans import chunk_samples
 
 from ppbench.measure.metrics import step_metrics
 from ppbench.plan import jit, theory
 from ppbench.plan.arrays import OP_B, OP_F, schedule_arrays
-from ppbench.plan.schedules import CHUNKED, SCHEDULES, build_schedule, compute_order, placement_for, schedule_problem
+from ppbench.plan.schedules import SCHEDULES, build_schedule, compute_order, placement_for, schedule_problem
 from ppbench.sim.array_simulator import array_metrics, simulate_arrays
 from ppbench.sim.costs import Costs
 from ppbench.sim.simulator import DeadlockError, simulate, simulated_events
 
-CASES = [(name, p, m, v) for name in SCHEDULES for v in ((2, 3) if name in CHUNKED else (1,))
+CASES = [(name, p, m, v) for name in SCHEDULES for v in chunk_samples(name)
          for p in range(1, 9) for m in range(1, 17) if schedule_problem(name, p, m, v) is None]
 
 

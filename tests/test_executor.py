@@ -12,7 +12,7 @@ import pytest
 from plans import executor_sequence
 
 from ppbench.config import ConfigError, RunConfig
-from ppbench.plan.schedules import CHUNKED, NEEDS_NONBLOCKING, SCHEDULES, build_schedule
+from ppbench.plan.schedules import NEEDS_NONBLOCKING, SCHEDULES, build_schedule, schedule_problem
 from ppbench.run.check import TOLERANCE, check_in_process
 from ppbench.run.executor import ActionError
 from ppbench.run.local import LocalPipeline
@@ -113,12 +113,12 @@ def test_1f1b_blocking_written_out():
 ORDER_CASES = [(name, p, m, mode) for name in SCHEDULES for p in (1, 2, 3, 4) for m in (1, 2, 4, 5, 8)
                for mode in ("blocking", "nonblocking")
                if not (mode == "blocking" and name in NEEDS_NONBLOCKING)
-               and not (name in CHUNKED and (p < 2 or m % p))]
+               and schedule_problem(name, p, m, SCHEDULES[name].default_chunks) is None]
 
 
 @pytest.mark.parametrize("name,p,m,mode", ORDER_CASES, ids=[f"{n}-p{p}-m{m}-{t}" for n, p, m, t in ORDER_CASES])
 def test_every_rank_executes_its_plan_in_exact_order(name, p, m, mode):
-    v = 2 if name in CHUNKED else 1
+    v = SCHEDULES[name].default_chunks
     cfg = RunConfig(schedule=name, pp=p, microbatches=m, chunks=v, transport=mode)
     plan = build_schedule(name, p, m, v)
     for rank, log in enumerate(executed(cfg)):
@@ -128,7 +128,7 @@ def test_every_rank_executes_its_plan_in_exact_order(name, p, m, mode):
 def in_process_cases():
     out = []
     for name in SCHEDULES:
-        v = 2 if name in CHUNKED else 1
+        v = SCHEDULES[name].default_chunks
         for model, p in (("mlp", 1), ("mlp", 2), ("mlp", 4), ("gpt", 3)):
             for m in (1, 3, 4, 8):
                 try:

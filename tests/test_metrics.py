@@ -8,7 +8,7 @@ import pytest
 
 from ppbench.measure.metrics import step_metrics
 from ppbench.plan import theory
-from ppbench.plan.schedules import CHUNKED, SCHEDULES, build_schedule, placement_for, schedule_problem
+from ppbench.plan.schedules import SCHEDULES, build_schedule, placement_for, schedule_problem
 from ppbench.sim.costs import Costs
 from ppbench.sim.simulator import simulate, simulated_events
 
@@ -88,10 +88,10 @@ def test_no_transfers_means_no_overlap_value():
 @pytest.mark.parametrize("name", list(SCHEDULES))
 @pytest.mark.parametrize("p", range(1, 17))
 def test_simulated_bubble_and_peak_in_flight_equal_closed_forms(name, p):
-    v = 2 if name in CHUNKED else 1
+    v = SCHEDULES[name].default_chunks
     costs = Costs(1, 2, 1)          # F = 1, B = 2 = I + W
     for m in (*range(1, 17), 24, 32, 48, 64):
-        if schedule_problem(name, p, m, v) or (name == "zb-h1" and m < p):   # zb-h1's closed form needs m >= p
+        if schedule_problem(name, p, m, v) or not theory.closed_form_holds(name, p, m, v):
             continue
         placement = placement_for(name, p, v)
         result = simulate(build_schedule(name, p, m, v), costs, "nonblocking", placement)

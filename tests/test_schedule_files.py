@@ -177,7 +177,48 @@ def test_the_audit_of_pytorchs_schedules_finds_what_is_known():
     assert rows["ScheduleLoopedBFS"]["vs_ppbench"] == "same actions in the same order"
     for name in ("ScheduleZBVZeroBubble", "ScheduleDualPipeV"):        # the V placement, run by ppbench
         assert rows[name]["placement"] == "v" and rows[name]["valid"] and rows[name]["equivalent"], rows[name]
+        assert rows[name]["vs_ppbench"] == "same actions in the same order"
     assert rows["ScheduleDualPipeV"]["notes"] == ["6 overlapped F;B pairs run one after the other"]
+    # ppbench list-schedules the interleaved zero bubble: another order, the same bubble and memory
+    assert rows["ScheduleInterleavedZeroBubble"]["vs_ppbench"] == (
+        "rank 0 position 5: ppbench 0F2, PyTorch 2W0; ppbench's zb-interleaved: bubble 0.040, peak in-flight [4, 3]")
+    assert rows["ScheduleInterleavedZeroBubble"]["peak_in_flight"] == [4, 3]
+
+
+@pytest.mark.parametrize("name,cls", [("zb-v", "ScheduleZBVZeroBubble"), ("dualpipev", "ScheduleDualPipeV"),
+                                      ("zb-interleaved", "ScheduleInterleavedZeroBubble")])
+def test_ppbench_zero_bubble_schedules_against_pytorchs(name, cls):
+    """ZB-V and DualPipeV are PyTorch's orders action for action; the list-scheduled interleaved
+    zero bubble has PyTorch's unit-cost bubble and peak in-flight microbatches on every rank."""
+    from ppbench.run.audit import torch_orders
+    from ppbench.sim.validate import validate_schedule
+
+    compared = 0
+    for p in (1, 2, 3, 4, 6):
+        for m in range(1, 25):
+            if schedule_problem(name, p, m) is not None:
+                continue
+            try:
+                texts, _ = torch_orders(cls, p, m)
+            except (ValueError, AssertionError):     # PyTorch refuses this (p, m)
+                continue
+            theirs = parse_schedule("\n".join(",".join(t) for t in texts), cls)
+            ours = [compute_order(name, p, m, r) for r in range(p)]
+            if name != "zb-interleaved":
+                assert [[a for a in acts if a.is_compute] for acts in theirs.ranks] == ours, (p, m)
+            else:
+                mine = validate_schedule(parse_schedule(to_csv(ours)))
+                other = validate_schedule(theirs)
+                assert (mine.bubble, mine.peak_in_flight) == (pytest.approx(other.bubble), other.peak_in_flight), (p, m)
+            compared += 1
+    assert compared >= 25                      # (p, m) both accept
+
+
+def test_the_audit_checks_gradients_under_mpi():
+    from ppbench.run.audit import audit
+
+    row, = audit(2, 4, mpi=True, classes=("ScheduleZBVZeroBubble",))
+    assert row["checked"] == "MPI" and row["equivalent"] is True and row["max_rel_err"] < 1e-10
 
 
 def test_a_result_keeps_the_schedule_file_it_ran():

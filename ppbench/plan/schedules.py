@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 
 from ppbench.plan.actions import Action, Op
+from ppbench.plan.list_schedule import list_schedule
 from ppbench.plan.placement import Placement
+from ppbench.plan.v_schedules import dualpipe_v, zero_bubble_v
 
 __all__ = ["Schedule", "SCHEDULES", "CHUNKED", "NEEDS_NONBLOCKING", "schedule_problem", "compute_order",
            "build_schedule", "placement_for", "warmup_forwards", "interleaved_warmup", "peak_in_flight"]
@@ -68,11 +69,8 @@ def interleaved_1f1b(p: int, m: int, rank: int, v: int = 2) -> list[Action]:
     total = m * v
 
     def nth(k: int, backward: bool) -> Action:
-        chunk = (k // p) % v
-        mb = (k // (p * v)) * p + k % p
-        if backward:
-            return Action((v - 1 - chunk) * p + rank, Op.B, mb)
-        return Action(chunk * p + rank, Op.F, mb)
+        stage, mb = _interleaved_nth(p, rank, v, k, backward)
+        return Action(stage, Op.B if backward else Op.F, mb)
 
     warmup = interleaved_warmup(p, m, rank, v)
     order = [nth(k, False) for k in range(warmup)]
@@ -80,6 +78,13 @@ def interleaved_1f1b(p: int, m: int, rank: int, v: int = 2) -> list[Action]:
         order += [nth(warmup + k, False), nth(k, True)]
     order += [nth(k, True) for k in range(total - warmup, total)]
     return order
+
+
+def _interleaved_nth(p: int, rank: int, v: int, k: int, backward: bool) -> tuple[int, int]:
+    """(stage, microbatch) of ``rank``'s k-th forward (or backward) in interleaved 1F1B's order."""
+    chunk = (k // p) % v
+    mb = (k // (p * v)) * p + k % p
+    return ((v - 1 - chunk) if backward else chunk) * p + rank, mb
 
 
 def looped_bfs(p: int, m: int, rank: int, v: int = 2) -> list[Action]:
@@ -97,45 +102,41 @@ def zero_bubble_h1(p: int, m: int, rank: int, v: int = 1) -> list[Action]:
     """ZB-H1 (Qi et al., 2023): the backward is split into I (gradients for the stage input, on
     the critical path) and W (weight gradients, off it); W's fill the time 1F1B spends waiting.
 
-    The order is derived by list-scheduling all ranks at unit cost (F = I = W = 1), one clock
-    tick at a time. A rank runs, in this priority: a W if more than p - 1 of its W's are pending;
-    a ready I; a ready F if fewer than min(p - r, m) microbatches await their I (1F1B's
-    activation count); any pending W. For m >= p this reaches ZB-H1's step time,
-    m(F + I + W) + (p - 1)(F + I - W). (:mod:`ppbench.plan.zero_bubble` computes the same orders
-    as arrays, for thousands of ranks; a test keeps the two equal.)
+    Found by :func:`ppbench.plan.list_schedule.list_schedule` with 1F1B's activation memory:
+    rank r holds at most min(p - r, m) microbatches between F and I, and defers at most p - 1 W's.
+    For m >= p this reaches ZB-H1's step time, m(F + I + W) + (p - 1)(F + I - W).
+    (:mod:`ppbench.plan.zero_bubble` computes the same orders as arrays, for thousands of ranks;
+    a test keeps the two equal.)
     """
-    return list(_zb_h1_orders(p, m)[rank])
+    limits = tuple(min(p - r, m) for r in range(p))
+    return list(list_schedule(Placement.looped(p), m, limits, p - 1)[rank])
 
 
-@lru_cache(maxsize=64)
-def _zb_h1_orders(p: int, m: int) -> tuple[tuple[Action, ...], ...]:
-    finished: dict[tuple[int, Op, int], int] = {}     # (stage, op, microbatch) -> tick it ends
-    orders: list[list[Action]] = [[] for _ in range(p)]
-    done = {op: [0] * p for op in (Op.F, Op.I, Op.W)}  # how many of each op every rank has run
-    tick = 0
-    while any(n < m for n in done[Op.W]):
-        for r in range(p):
-            nf, ni, nw = done[Op.F][r], done[Op.I][r], done[Op.W][r]
-            # I needs its output gradient: the next stage's I, or its own F on the last stage
-            i_source = (r, Op.F, ni) if r == p - 1 else (r + 1, Op.I, ni)
-            i_ready = ni < nf and finished.get(i_source, tick + 1) <= tick
-            f_ready = nf < m and (r == 0 or finished.get((r - 1, Op.F, nf), tick + 1) <= tick)
-            if ni - nw > p - 1:
-                op = Op.W
-            elif i_ready:
-                op = Op.I
-            elif f_ready and nf - ni < min(p - r, m):
-                op = Op.F
-            elif nw < ni:
-                op = Op.W
-            else:
-                continue                                 # idle this tick
-            mb = done[op][r]
-            orders[r].append(Action(r, op, mb))
-            finished[(r, op, mb)] = tick + 1
-            done[op][r] += 1
-        tick += 1
-    return tuple(tuple(o) for o in orders)
+def zero_bubble_h2(p: int, m: int, rank: int, v: int = 1) -> list[Action]:
+    """ZB-H2 (Qi et al., 2023): ZB-H1 with a longer warm-up. Rank r may hold up to
+    min(2(p - r) - 1, m) microbatches between F and I (rank 0: 2p - 1, about twice 1F1B's memory),
+    so it keeps forwarding while the first backwards travel, and W's fill what is left.
+
+    At unit cost and free transfers ZB-H1 already reaches the lower bound of a flushed step,
+    3m + p - 1 ticks, so the two tie there; the longer warm-up pays when transfers take time
+    (docs/schedules.md has the numbers). The paper's "zero" bubble also drops the step's final
+    synchronisation, which a flushed step (ppbench's, PyTorch's) keeps.
+    """
+    limits = tuple(min(2 * (p - r) - 1, m) for r in range(p))
+    return list(list_schedule(Placement.looped(p), m, limits, p - 1)[rank])
+
+
+def zero_bubble_interleaved(p: int, m: int, rank: int, v: int = 2) -> list[Action]:
+    """Interleaved zero bubble (ZB1P-style, Qi et al., 2023; PyTorch's
+    ScheduleInterleavedZeroBubble): looped placement, v stages per rank. Each rank takes its F's
+    and its I's in interleaved 1F1B's order (rounds of p microbatches per chunk), holds at most
+    min((v - 1) p + p - r, m v) (stage, microbatch) pairs between F and I, and fills its idle
+    ticks with W's (at most p - 1 deferred). Needs m to be a multiple of p."""
+    total = m * v
+    forwards = tuple(tuple(_interleaved_nth(p, r, v, k, backward=False) for k in range(total)) for r in range(p))
+    inputs = tuple(tuple(_interleaved_nth(p, r, v, k, backward=True) for k in range(total)) for r in range(p))
+    limits = tuple(min((v - 1) * p + p - r, total) for r in range(p))
+    return list(list_schedule(Placement.looped(p, v), m, limits, p - 1, (forwards, inputs))[rank])
 
 
 ScheduleFn = Callable[[int, int, int, int], list[Action]]
@@ -152,6 +153,7 @@ class Schedule:
     chunked: bool = False            # accepts v > 1
     needs_nonblocking: bool = False  # deadlocks when every transfer completes before the next computation
     m_multiple_of_p: bool = False
+    m_at_least_stages: bool = False  # needs m >= the number of virtual stages
     torch_class: str | None = None   # torch.distributed.pipelining's class of the same design (--impl torch)
     recompute: bool = False          # stages keep only their input after F and run F again before B
 
@@ -167,19 +169,27 @@ SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
     Schedule("1f1b-recompute", one_f_one_b, recompute=True),
     Schedule("looped-bfs", looped_bfs, default_chunks=2, chunked=True, needs_nonblocking=True,
              torch_class="ScheduleLoopedBFS"),
+    Schedule("zb-h2", zero_bubble_h2, needs_nonblocking=True),
+    Schedule("zb-interleaved", zero_bubble_interleaved, default_chunks=2, chunked=True, needs_nonblocking=True,
+             m_multiple_of_p=True, torch_class="ScheduleInterleavedZeroBubble"),
+    Schedule("zb-v", zero_bubble_v, placement="v", default_chunks=2, needs_nonblocking=True,
+             torch_class="ScheduleZBVZeroBubble"),
+    Schedule("dualpipev", dualpipe_v, placement="v", default_chunks=2, needs_nonblocking=True,
+             m_at_least_stages=True, torch_class="ScheduleDualPipeV"),
 )}
-#: schedules that place v > 1 model chunks on each rank
-CHUNKED = tuple(s.name for s in SCHEDULES.values() if s.chunked)
+#: schedules that place more than one stage on each rank (looped with v > 1, or V)
+CHUNKED = tuple(s.name for s in SCHEDULES.values() if s.default_chunks > 1)
 #: schedules that deadlock when every transfer must complete before the next computation (a
 #: send's matching receive can sit after the receiver's next computation)
 NEEDS_NONBLOCKING = tuple(s.name for s in SCHEDULES.values() if s.needs_nonblocking)
 
 
-def schedule_problem(name: str, p: int, m: int, v: int = 1) -> str | None:
-    """Why (name, p, m, v) is not a valid schedule, or None."""
+def schedule_problem(name: str, p: int, m: int, v: int | None = None) -> str | None:
+    """Why (name, p, m, v) is not a valid schedule, or None (``v`` None: the schedule's own)."""
     if name not in SCHEDULES:
         return f"unknown schedule {name!r}; allowed: {', '.join(SCHEDULES)}"
     spec = SCHEDULES[name]
+    v = spec.default_chunks if v is None else v
     if p < 1 or m < 1 or v < 1:
         return f"need p >= 1, m >= 1 and v >= 1; got p={p}, m={m}, v={v}"
     if spec.chunked and p < 2:
@@ -187,30 +197,38 @@ def schedule_problem(name: str, p: int, m: int, v: int = 1) -> str | None:
     if spec.m_multiple_of_p and m % p:
         return (f"{name} needs microbatches to be a multiple of the stages: m={m}, p={p}; "
                 f"allowed: m in {p}, {2 * p}, ...")
-    if not spec.chunked and v != 1:
+    if spec.placement == "v" and v != 2:
+        return f"{name} uses the V placement, two stages per rank; chunks must be 2, got {v}"
+    if spec.placement != "v" and not spec.chunked and v != 1:
         return f"{name} places one model chunk per rank; chunks must be 1, got {v} (use 'interleaved' for v > 1)"
+    if spec.m_at_least_stages and m < p * v:
+        return (f"{name} needs at least as many microbatches as stages: m={m}, {p * v} stages; "
+                f"allowed: m >= {p * v}")
     return None
 
 
-def placement_for(name: str, p: int, v: int = 1) -> Placement:
-    """The placement schedule ``name`` runs on."""
-    return Placement.named(SCHEDULES[name].placement, p, v)
+def placement_for(name: str, p: int, v: int | None = None) -> Placement:
+    """The placement schedule ``name`` runs on (``v`` stages per rank; None: the schedule's own)."""
+    return Placement.named(SCHEDULES[name].placement, p, SCHEDULES[name].default_chunks if v is None else v)
 
 
-def compute_order(name: str, p: int, m: int, rank: int, v: int = 1) -> list[Action]:
-    """Compute actions of ``rank`` for schedule ``name`` (validated)."""
+def compute_order(name: str, p: int, m: int, rank: int, v: int | None = None) -> list[Action]:
+    """Compute actions of ``rank`` for schedule ``name`` (validated; ``v`` None: the schedule's own)."""
     problem = schedule_problem(name, p, m, v)
     if problem:
         raise ValueError(problem)
+    v = SCHEDULES[name].default_chunks if v is None else v
     if not 0 <= rank < p:
         raise ValueError(f"need 0 <= rank < p; got p={p}, rank={rank}")
     return SCHEDULES[name].order(p, m, rank, v)
 
 
-def build_schedule(name: str, p: int, m: int, v: int = 1) -> list[list[Action]]:
+def build_schedule(name: str, p: int, m: int, v: int | None = None) -> list[list[Action]]:
     """Full action lists (compute and communication) for every rank of the pipeline."""
     from ppbench.plan.comm import add_communication
 
+    if v is None and name in SCHEDULES:
+        v = SCHEDULES[name].default_chunks
     placement = placement_for(name, p, v)
     return [add_communication(compute_order(name, p, m, r, v), placement) for r in range(p)]
 

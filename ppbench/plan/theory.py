@@ -8,7 +8,21 @@ from __future__ import annotations
 
 from ppbench.plan.schedules import interleaved_warmup
 
-__all__ = ["bubble_fraction", "megatron_bubble_ratio", "peak_in_flight"]
+__all__ = ["bubble_fraction", "megatron_bubble_ratio", "peak_in_flight", "closed_form_holds"]
+
+#: zero-bubble schedules with more than one stage per rank: only the first p - 1 chunk forwards of
+#: the last rank wait, the least any flushed schedule can wait (F = I = W, free transfers)
+_MULTI_STAGE_ZERO_BUBBLE = ("zb-interleaved", "zb-v", "dualpipev")
+
+
+def closed_form_holds(schedule: str, p: int, m: int, v: int = 1) -> bool:
+    """Whether :func:`bubble_fraction` and :func:`peak_in_flight` are exact for (p, m): ZB-H1 and
+    ZB-H2 need m >= p, ZB-V m >= 2p - 1 (with fewer they never do worse than 1F1B)."""
+    if schedule in ("zb-h1", "zb-h2"):
+        return m >= p
+    if schedule == "zb-v":
+        return m >= 2 * p - 1
+    return True
 
 
 def bubble_fraction(schedule: str, p: int, m: int, v: int = 1) -> float:
@@ -23,10 +37,13 @@ def bubble_fraction(schedule: str, p: int, m: int, v: int = 1) -> float:
         # a rank's next stage waits for its first input to cross all p ranks: when m < p it idles;
         # step = (F + B)((v - 1) max(m, p) + m + p - 1), busy = v m (F + B)
         return 1 - v * m / ((v - 1) * max(m, p) + m + p - 1)
-    if schedule == "zb-h1":
+    if schedule in ("zb-h1", "zb-h2"):
         # backward split into I and W of equal cost T: the bubble shrinks from (p-1)(F+I+W) to
-        # (p-1)(F+I-W) = (p-1)T when F = I = W = T, for m >= p (Qi et al., 2023, ZB-H1)
+        # (p-1)(F+I-W) = (p-1)T when F = I = W = T, for m >= p (Qi et al., 2023, ZB-H1). With free
+        # transfers that is already the least a flushed step allows, so ZB-H2 ties with ZB-H1.
         return (p - 1) / (3 * m + p - 1)
+    if schedule in _MULTI_STAGE_ZERO_BUBBLE:   # (p - 1) chunk forwards of T / v idle on each rank
+        return (p - 1) / (3 * v * m + p - 1)
     raise ValueError(f"no closed form for schedule {schedule!r}")
 
 
@@ -49,4 +66,12 @@ def peak_in_flight(schedule: str, p: int, m: int, rank: int, v: int = 1) -> int:
         return min(interleaved_warmup(p, m, rank, v) + 1, m * v)
     if schedule == "looped-bfs":   # every forward of every stage before the first backward
         return m * v
+    if schedule == "zb-h2":        # the longer warm-up: 2(p - r) - 1, twice 1F1B's on rank 0, less one
+        return min(2 * (p - rank) - 1, m)
+    if schedule == "zb-interleaved":   # the in-flight limit it is scheduled under
+        return min(v * p - rank, m * v)
+    if schedule == "zb-v":         # 2p half-size stages: 1F1B's rank-0 memory, on every rank
+        return 2 * p
+    if schedule == "dualpipev":    # one more than ZB-V: its steady phase forwards before it backwards
+        return 2 * p + 1
     raise ValueError(f"no closed form for schedule {schedule!r}")

@@ -4,19 +4,22 @@ Each class's per-rank order comes from PyTorch's schedule visualizer (no process
 FSDP-only actions (UNSHARD, RESHARD, REDUCE_GRAD) are dropped; DualPipeV's overlapped
 ``(F;B)OVERLAP_F_B`` pairs are run one after the other, as a CPU must. Then ppbench validates the
 order (counts, order, placement, deadlocks under both transports), compares it action by action
-with ppbench's own schedule of the same name where there is one, and, when valid, runs it in
-process through ppbench's executor against single-process training.
+with ppbench's own schedule of the same design where there is one, and, when valid, runs it
+through ppbench's executor against single-process training: in process (ranks as threads), or
+under MPI with ``mpi=True`` (``ppbench check --schedule-file`` on p ranks).
 """
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 import tempfile
 from pathlib import Path
 
 from ppbench.config import ConfigError, RunConfig
 from ppbench.plan.actions import Action
-from ppbench.plan.files import ScheduleFileError, parse_schedule, to_json
+from ppbench.plan.files import ScheduleFile, ScheduleFileError, parse_schedule, to_json
 from ppbench.plan.schedules import SCHEDULES, compute_order, schedule_problem
 from ppbench.sim.validate import validate_schedule
 
@@ -68,10 +71,12 @@ def _difference(ours: list[list[Action]], theirs: list[list[Action]]) -> str:
     return "same actions in the same order"
 
 
-def audit(p: int, m: int, check: bool = True, model: str = "mlp") -> list[dict]:
+def audit(p: int, m: int, check: bool = True, model: str = "mlp", mpi: bool = False,
+          classes: tuple[str, ...] = tuple(TORCH_CLASSES)) -> list[dict]:
     """One row per PyTorch schedule class at (p, m)."""
     rows = []
-    for name, ours_name in TORCH_CLASSES.items():
+    for name in classes:
+        ours_name = TORCH_CLASSES[name]
         row: dict = {"schedule": name, "p": p, "m": m, "notes": []}
         try:
             texts, row["notes"] = torch_orders(name, p, m)
@@ -96,26 +101,51 @@ def audit(p: int, m: int, check: bool = True, model: str = "mlp") -> list[dict]:
                    stages=schedule.placement.num_stages)
         v = schedule.placement.num_stages // p
         if ours_name and schedule_problem(ours_name, p, m, v) is None:
-            row["vs_ppbench"] = _difference([compute_order(ours_name, p, m, r, v) for r in range(p)], ranks)
+            ours = [compute_order(ours_name, p, m, r, v) for r in range(p)]
+            row["vs_ppbench"] = _difference(ours, ranks)
+            if ours != ranks:
+                mine = validate_schedule(ScheduleFile(ours_name, tuple(map(tuple, ours)), schedule.placement, m))
+                row["vs_ppbench"] += (f"; ppbench's {ours_name}: bubble {mine.bubble:.3f}, "
+                                      f"peak in-flight {mine.peak_in_flight}")
         else:
             row["vs_ppbench"] = "no ppbench version" if not ours_name else "ppbench refuses this (p, m)"
         if check and row["valid"]:
-            row["equivalent"], row["max_rel_err"] = _check(schedule, p, m, model)
+            row["equivalent"], row["max_rel_err"] = _check(schedule, p, m, model, mpi)
+            row["checked"] = "MPI" if mpi else "in process"
         rows.append(row)
     return rows
 
 
-def _check(schedule, p: int, m: int, model: str) -> tuple[bool | None, float | None]:
-    """Gradients of PyTorch's order run by ppbench's executor (in process) against one process."""
+def _check(schedule, p: int, m: int, model: str, mpi: bool) -> tuple[bool | None, float | None]:
+    """Gradients of PyTorch's order run by ppbench's executor against one process."""
     from ppbench.run.check import check_in_process
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "torch.json"
         ranks = [list(acts) for acts in schedule.ranks]
         path.write_text(to_json(ranks, schedule.placement, schedule.microbatches, schedule.name))
+        cfg = RunConfig(schedule_file=str(path), pp=p, microbatches=m, model=model, transport="nonblocking", steps=1)
         try:
-            result = check_in_process(RunConfig(schedule_file=str(path), pp=p, microbatches=m, model=model,
-                                                transport="nonblocking", steps=1))
+            cfg.validate(world_size=p)
         except ConfigError:
             return None, None                      # e.g. more stages than the model has layers
-    return result["passed"], result["max_rel_err"]
+        if not mpi:
+            result = check_in_process(cfg)
+            return result["passed"], result["max_rel_err"]
+        return _check_under_mpi(cfg, Path(tmp))
+
+
+def _check_under_mpi(cfg: RunConfig, tmp: Path) -> tuple[bool | None, float | None]:
+    """``ppbench check --schedule-file`` on p ranks; its JSON verdict (None: the job failed)."""
+    from ppbench.run.launch import run_mpi
+
+    argv = [sys.executable, "-m", "ppbench", "check", "--schedule-file", cfg.schedule_file, "--pp", str(cfg.pp),
+            "--microbatches", str(cfg.microbatches), "--model", cfg.model, "--steps", "1", "--json"]
+    out = tmp / "check.json"
+    with out.open("w") as stdout:
+        status = run_mpi(cfg.pp, argv, timeout=300, stdout=stdout)
+    try:
+        result = json.loads(out.read_text().strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return None, None
+    return (bool(result["passed"]) if status in (0, 1) else None), result.get("max_rel_err")

@@ -60,16 +60,17 @@ class LauncherError(RuntimeError):
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-def run_mpi(nprocs: int, argv: list[str], timeout: float | None) -> int:
+def run_mpi(nprocs: int, argv: list[str], timeout: float | None, stdout=None) -> int:
     """Run ``argv`` on ``nprocs`` ranks and return the job's exit status. The job is ended (its whole
     process group) after ``timeout`` seconds (status 124) or when ppbench receives SIGTERM, SIGINT or
-    SIGHUP (raises :class:`Interrupted` once the job is gone, so no rank outlives ppbench)."""
+    SIGHUP (raises :class:`Interrupted` once the job is gone, so no rank outlives ppbench).
+    ``stdout``: an open file for the job's standard output (default: ppbench's)."""
     cmd = mpiexec_command(nprocs, argv)
     received: list[int] = []
     previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in STOP_SIGNALS}
     try:
         try:
-            proc = subprocess.Popen(cmd, start_new_session=True)
+            proc = subprocess.Popen(cmd, start_new_session=True, stdout=stdout)
         except OSError as exc:
             raise LauncherError(f"cannot start the MPI launcher {cmd[0]!r}: {exc.strerror or exc}; install the "
                                 "'mpich' wheel or a system MPI, or point PPBENCH_MPIEXEC at mpiexec") from None

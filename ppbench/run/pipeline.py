@@ -114,4 +114,5 @@ class PipelineRank(RankBase):
         self.tracer.record("ALLREDUCE", -1, -1, start, self.tracer.now(), nbytes=nbytes)
 
     def _global_loss(self, local: float) -> float:
-        return global_loss(local, self.grid.data, self.grid.pipe, self.cfg.dp)
+        return global_loss(local, self.grid.data, self.grid.pipe, self.cfg.dp,
+                           root=self.placement.rank_of(self.placement.num_stages - 1))

@@ -15,11 +15,12 @@ from ppbench.measure.events import EVENT_FIELDS, events_frame
 from ppbench.measure.metrics import step_metrics
 from ppbench.measure.results import Run, write_run
 from ppbench.plan import theory
-from ppbench.plan.schedules import peak_in_flight
+from ppbench.plan.schedules import SCHEDULES, peak_in_flight
 from ppbench.run.contention import CoreSharing
 from ppbench.run.environment import environment
 from ppbench.run.grid import Grid
 from ppbench.run.pipeline import make_rank
+from ppbench.run.torch_impl import SPLIT_BACKWARD_CLASSES
 from ppbench.run.tracer import Tracer, clock_offset, gather_rows
 from ppbench.sim.calibrate import simulated_bubble
 
@@ -84,6 +85,11 @@ def run_benchmark(cfg: RunConfig, comm: MPI.Comm, results_dir: str | None) -> di
     return summary
 
 
+def backward_observed(schedule: str) -> bool:
+    """Whether ``--impl torch`` times this schedule's backward (not the split I/W inside PyTorch)."""
+    return SCHEDULES[schedule].torch_class not in SPLIT_BACKWARD_CLASSES
+
+
 def _step_record(cfg: RunConfig, events: pd.DataFrame, ranks: pd.DataFrame) -> dict:
     """One step's metrics from its events; ``ranks`` holds each rank's step start and counters."""
     start = float(ranks["start"].min())
@@ -92,6 +98,10 @@ def _step_record(cfg: RunConfig, events: pd.DataFrame, ranks: pd.DataFrame) -> d
     metrics["throughput"] = cfg.batch / metrics["iteration_time"]
     if cfg.impl == "torch":          # its transfers happen inside PyTorch, unobserved
         metrics["overlap"] = metrics["exposed_comm"] = float("nan")
+        if not backward_observed(cfg.schedule):   # its split backward is not timed: no busy time to count
+            metrics["bubble_mean"] = metrics["bubble_max"] = metrics["utilization"] = float("nan")
+            metrics["busy_time_mean"] = float("nan")
+            metrics["bubble_per_rank"] = [float("nan")] * len(metrics["bubble_per_rank"])
     metrics["step"] = int(ranks["step"].iloc[0])
     metrics["loss"] = float(ranks["loss"].iloc[0])
     metrics["events"] = int(len(events))

@@ -23,10 +23,13 @@ from ppbench.run.rank import RankBase, rank_layers
 from ppbench.run.tracer import Tracer
 from ppbench.run.training import average_gradients, global_loss, make_optimizer, replica_microbatches
 
-__all__ = ["TorchPipelineRank"]
+__all__ = ["TorchPipelineRank", "SPLIT_BACKWARD_CLASSES"]
 
-#: ppbench schedule name -> torch.distributed.pipelining schedule class name
-
+#: PyTorch classes that split the backward into I and W. A module's full backward hooks make its
+#: outputs views, which their input-gradient step cannot detach in place when two stages on one
+#: rank hand a tensor over (V placement), so these get forward hooks only: F is timed, I and W
+#: (inside PyTorch) are not, and their bubble is reported as not observed (NaN).
+SPLIT_BACKWARD_CLASSES = ("ScheduleInterleavedZeroBubble", "ScheduleZBVZeroBubble", "ScheduleDualPipeV")
 
 def _init_gloo(grid: Grid) -> None:
     """One gloo process group over the MPI world (rank 0's host and a free port, sent over MPI)."""
@@ -44,6 +47,18 @@ def _init_gloo(grid: Grid) -> None:
                             world_size=world.Get_size())
 
 
+_GROUPS: dict[tuple[int, int], list] = {}
+
+
+def _pipeline_groups(pp: int, dp: int) -> list:
+    """One gloo group per replica's pipeline, made once per process and layout: every rank makes
+    every group, in the same order. (Each new group keeps gloo threads alive; making them afresh
+    for every check slowed a long test session of many checks down to minutes per check.)"""
+    if (pp, dp) not in _GROUPS:
+        _GROUPS[(pp, dp)] = [dist.new_group([j * pp + s for s in range(pp)]) for j in range(dp)]
+    return _GROUPS[(pp, dp)]
+
+
 class TorchPipelineRank(RankBase):
     """This rank's stages under a torch.distributed.pipelining schedule; PipelineRank's interface."""
 
@@ -56,8 +71,7 @@ class TorchPipelineRank(RankBase):
         self.device = torch.device("cpu")
         self.cuda_aware, self.cuda_aware_how = False, "torch impl: gloo"
         _init_gloo(grid)
-        # every rank creates every group, in the same order
-        groups = [dist.new_group([j * cfg.pp + s for s in range(cfg.pp)]) for j in range(cfg.dp)]
+        groups = _pipeline_groups(cfg.pp, cfg.dp)
         p, v, r = cfg.pp, cfg.chunks, grid.stage
         placement = placement_for(cfg.schedule, p, v)
         layers = models.build_layers(self.model_cfg, cfg.seed, cfg.torch_dtype)
@@ -69,20 +83,21 @@ class TorchPipelineRank(RankBase):
         self.stages, self.chunk_modules = [], []
         for s, ids in mine.items():
             chunk = nn.Sequential(*(layers[i] for i in ids))
-            self._time(chunk, s)
+            self._time(chunk, s, backward=SCHEDULES[cfg.schedule].torch_class not in SPLIT_BACKWARD_CLASSES)
             self.chunk_modules.append(chunk)
             self.stages.append(pipelining.PipelineStage(chunk, s, placement.num_stages, self.device,
                                                         group=groups[grid.replica]))
         schedule_cls = getattr(pipelining, SCHEDULES[cfg.schedule].torch_class)
-        stages = self.stages if SCHEDULES[cfg.schedule].chunked else self.stages[0]
+        stages = self.stages if SCHEDULES[cfg.schedule].default_chunks > 1 else self.stages[0]
         self.schedule = schedule_cls(stages, n_microbatches=cfg.microbatches, scale_grads=True,
                                      loss_fn=lambda out, tgt: models.loss_fn(self.model_cfg, out, tgt))
         self.optimizer = make_optimizer(cfg, list(self.module.parameters()))
-        self.holds_input = r == 0
-        self.holds_target = r == p - 1
+        self.holds_input = placement.rank_of(0) == r               # V placement: rank 0 holds both ends
+        self.loss_rank = placement.rank_of(placement.num_stages - 1)
+        self.holds_target = self.loss_rank == r
 
-    def _time(self, chunk: nn.Module, stage: int) -> None:
-        """F and B events from module hooks, numbered in call order within a step."""
+    def _time(self, chunk: nn.Module, stage: int, backward: bool = True) -> None:
+        """F (and, if ``backward``, B) events from module hooks, numbered in call order within a step."""
         state = {"F": 0, "B": 0, "start": 0.0}
 
         def f_start(module, args):
@@ -101,8 +116,9 @@ class TorchPipelineRank(RankBase):
 
         chunk.register_forward_pre_hook(f_start)
         chunk.register_forward_hook(f_end)
-        chunk.register_full_backward_pre_hook(b_start)
-        chunk.register_full_backward_hook(b_end)
+        if backward:
+            chunk.register_full_backward_pre_hook(b_start)
+            chunk.register_full_backward_hook(b_end)
         self._counters = getattr(self, "_counters", []) + [state]
 
     def forward_backward(self, step: int) -> tuple[float, StepStats]:
@@ -121,4 +137,4 @@ class TorchPipelineRank(RankBase):
         local = float(sum(float(l.detach()) for l in losses) / self.cfg.microbatches) if losses else 0.0
         stats = StepStats()
         stats.peak_in_flight = -1       # not observable inside torch's schedules
-        return global_loss(local, self.grid.data, self.grid.pipe, self.cfg.dp), stats
+        return global_loss(local, self.grid.data, self.grid.pipe, self.cfg.dp, root=self.loss_rank), stats

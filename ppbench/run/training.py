@@ -42,9 +42,10 @@ def average_gradients(params: list[torch.nn.Parameter], data: MPI.Comm, dp: int,
     return flat.numel() * flat.element_size()
 
 
-def global_loss(local: float, data: MPI.Comm, pipe: MPI.Comm, dp: int) -> float:
-    """The last stage's loss averaged over replicas, then shared with every stage."""
+def global_loss(local: float, data: MPI.Comm, pipe: MPI.Comm, dp: int, root: int) -> float:
+    """The last stage's loss averaged over replicas, then shared with every stage from ``root``,
+    the pipeline rank that holds the last stage (p - 1 when looped, 0 with the V placement)."""
     buf = np.array([local], dtype=np.float64)   # a host scalar: no device staging needed
     data.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
-    pipe.Bcast(buf, root=pipe.Get_size() - 1)
+    pipe.Bcast(buf, root=root)
     return float(buf[0]) / dp

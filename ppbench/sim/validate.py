@@ -56,7 +56,7 @@ class Validation:
     deadlocks: dict[str, str] = field(default_factory=dict)     # transport -> the stuck grid
     runs_under: list[str] = field(default_factory=list)          # transports that complete
     peak_in_flight: list[int] = field(default_factory=list)
-    bubble: float | None = None                                  # unit cost, under the first transport that runs
+    bubble: float | None = None      # unit cost, non-blocking transfers (blocking if only those run)
 
     @property
     def valid(self) -> bool:
@@ -80,13 +80,13 @@ def validate_schedule(schedule: ScheduleFile, costs: Costs = Costs(1.0, 2.0, 1.0
     if result.problems:
         return result
     result.peak_in_flight = [peak_in_flight(acts) for acts in compute]
-    for transport in TRANSPORTS:
+    for transport in reversed(TRANSPORTS):   # non-blocking first: its bubble is the one reported
         try:
             sim = simulate(full, costs, transport, placement)
         except DeadlockError as exc:
             result.deadlocks[transport] = str(exc)
             continue
-        result.runs_under.append(transport)
+        result.runs_under.insert(0, transport)
         if result.bubble is None and sim.makespan > 0:
             busy = [sum(e.end - e.start for e in sim.by_rank(r) if e.action.is_compute) for r in range(len(full))]
             result.bubble = 1 - sum(busy) / len(busy) / sim.makespan
