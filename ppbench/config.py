@@ -75,8 +75,10 @@ class RunConfig:
     stall_timeout: float = _field(300.0, "seconds a rank may go without starting an action before every rank says "
                                   "what it waits for and the job is ended (0: never)", limits=(0, 86400))
     device: str = _field("auto", "auto (a CUDA device per local rank when available), cpu or cuda")
-    impl: str = _field("ppbench", "ppbench (this package's executor) or torch (torch.distributed.pipelining; "
-                       "gpipe, 1f1b, interleaved, looped-bfs)")
+    impl: str = _field("ppbench", "ppbench (this package's executor) or torch (torch.distributed.pipelining; " +
+                       ", ".join(n for n, s in SCHEDULES.items() if s.torch_class) + ")")
+    threads: int = _field(0, "torch intra-op threads per rank (0: this host's cores divided by the ranks on it, "
+                          "at least 1), the same however the run was launched", sweep=True, limits=(0, 4096))
     workload: str = _field("model", "model (real torch layers) or synthetic (timed sleeps, fixed message size)",
                            group="measure")
     t_fwd: float = _field(0.002, "synthetic: seconds of F per rank and microbatch (split over its chunks)",

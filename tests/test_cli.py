@@ -232,3 +232,26 @@ def test_a_sweep_runs_schedule_files_and_resumes_them_by_their_digest(tmp_path):
     path.write_text(to_csv([compute_order("gpipe", 2, 4, r) for r in range(2)]))       # same name, new actions
     changed, _ = ppbench(*args)
     assert "ppbench sweep: 1 run, 0 failed, 0 already recorded" in changed.stdout
+
+
+def test_torch_threads_per_rank_are_the_same_however_the_run_was_launched():
+    cores = len(os.sched_getaffinity(0))
+    common = ["run", "--workload", "synthetic", "--t-fwd", "0.0005", "--t-bwd", "0.001", "--warmup", "0",
+              "--repeats", "1", "--no-save", "--json"]
+
+    def environment(*args: str, launcher: bool = False) -> dict:
+        if launcher:       # the same run, started by mpiexec instead of directly
+            proc = subprocess.run([sys.executable, "-m", "ppbench.run.launch", "-n", "1", "--timeout", str(LIMIT),
+                                   "--", sys.executable, "-m", "ppbench", *common, *args],
+                                  capture_output=True, text=True, timeout=LIMIT, cwd=ROOT)
+        else:
+            proc = ppbench(*common, *args)[0]
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout.strip().splitlines()[-1])["environment"]
+
+    alone, launched = environment("--pp", "1"), environment("--pp", "1", launcher=True)
+    assert alone["threads_per_rank"] == launched["threads_per_rank"] == cores
+    two = environment("--pp", "2")
+    assert (two["threads_per_rank"], two["oversubscribed"]) == (max(1, cores // 2), 2 > cores)
+    forced = environment("--pp", "2", "--threads", str(cores))
+    assert (forced["threads_per_rank"], forced["oversubscribed"]) == (cores, True)      # 2 x cores > cores

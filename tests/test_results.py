@@ -58,6 +58,9 @@ def test_config_key_ignores_fault_but_every_real_setting_changes_it():
         if f.name not in ("fault", "stall_timeout"):
             changed = {**base, f.name: other[type(f.default).__name__]}
             assert config_key(changed) != config_key(base), f.name
+    # threads came later: at its default (0, chosen per host) a key is what it was before the field existed
+    older = {k: v for k, v in base.items() if k != "threads"}
+    assert config_key(older) == config_key(base) != config_key({**base, "threads": 2})
 
 
 def test_foreign_truncated_and_newer_files_are_named_and_skipped(tmp_path):

@@ -57,7 +57,7 @@ def _steps_frame(runs: list[Run]) -> pd.DataFrame:
                 "exposed_comm": step["exposed_comm"],
                 "peak_in_flight": max(summary["peak_in_flight"]), "peak_saved_bytes": max(summary["peak_saved_bytes"]),
                 "host": env["host"], "cores": env["cores"], "device": env["device"], "mpi": env["mpi_library"],
-                "oversubscribed": env["oversubscribed"],
+                "threads": env.get("threads_per_rank", 0), "oversubscribed": env["oversubscribed"],
             })
     return pd.DataFrame(rows)
 
@@ -67,7 +67,7 @@ def tidy_table(runs: list[Run]) -> pd.DataFrame:
     steps = _steps_frame(runs)
     if steps.empty:
         return steps
-    keys = ["config_key", *_CONFIG_COLS, "world_size", "host", "cores", "device", "mpi", "oversubscribed"]
+    keys = ["config_key", *_CONFIG_COLS, "world_size", "host", "cores", "device", "mpi", "threads", "oversubscribed"]
     grouped = steps.groupby(keys, dropna=False, sort=False)
     table = grouped.agg(
         runs=("run_id", "nunique"), steps=("step_time", "size"),
@@ -104,8 +104,8 @@ def compare(table: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
 
 
 _SHOW = {"schedule": "schedule", "transport": "transport", "world_size": "ranks", "pp": "p", "dp": "d",
-         "microbatches": "m", "work": "workload", "step_time_ms": "step ms", "throughput": "samples/s",
-         "bubble": "bubble", "bubble_theory": "theory",
+         "microbatches": "m", "work": "workload", "threads": "threads", "step_time_ms": "step ms",
+         "throughput": "samples/s", "bubble": "bubble", "bubble_theory": "theory",
          "bubble_simulated": "sim", "utilization": "util", "overlap": "overlap",
          "peak_in_flight": "in-flight", "peak_act_kib": "act KiB", "runs": "runs"}
 
@@ -113,6 +113,8 @@ _SHOW = {"schedule": "schedule", "transport": "transport", "world_size": "ranks"
 def _display(table: pd.DataFrame) -> pd.DataFrame:
     shown = table.assign(work=[w if w == "synthetic" else f"{m}/{s}" for w, m, s in
                                zip(table["workload"], table["model"], table["size"])])
+    if "threads" in shown:        # torch threads per rank; files from before it was recorded: "?"
+        shown["threads"] = [str(int(t)) if t else "?" for t in shown["threads"]]
     cols = [c for c in _SHOW if c in shown.columns] + [c for c in ("baseline_step_time_ms", "step_time_ratio",
                                                                     "throughput_ratio") if c in shown.columns]
     return shown[cols].rename(columns=_SHOW)
@@ -145,7 +147,7 @@ def environments(runs: list[Run]) -> list[str]:
     for run in runs:
         e = run.meta["environment"]
         line = (f"{e['host']}: {e['cores']} cores, {e['device']}, {e['mpi_library']}, torch {e['torch']}, "
-                f"mpi4py {e['mpi4py']}" + (" (some runs OVERSUBSCRIBED: more ranks than cores)"
+                f"mpi4py {e['mpi4py']}" + (" (some runs OVERSUBSCRIBED: more ranks x threads than cores)"
                                            if e["oversubscribed"] else ""))
         if line not in seen:
             seen.append(line)

@@ -41,7 +41,8 @@ def run_text(cfg: RunConfig, s: dict) -> str:
         f"ppbench run: {('file ' + cfg.schedule_file) if cfg.schedule_file else cfg.schedule} "
         f"({cfg.resolved_transport})  pp={cfg.pp} dp={cfg.dp} m={cfg.microbatches}  "
         f"{work}  batch={cfg.batch}",
-        f"  on {env['host']}: {env['world_size']} ranks, {env['cores']} cores{over}, {env['device']}, "
+        f"  on {env['host']}: {env['world_size']} ranks x {env.get('threads_per_rank', '?')} torch threads, "
+        f"{env['cores']} cores{over}, {env['device']}, "
         f"{env['mpi_library']}",
         f"  step time   median {s['step_time_median'] * 1e3:.3f} ms  (min {s['step_time_min'] * 1e3:.3f}, "
         f"max {s['step_time_max'] * 1e3:.3f}; {s['steps']} steps)",

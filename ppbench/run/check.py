@@ -14,6 +14,7 @@ import torch
 from mpi4py import MPI
 
 from ppbench.config import ConfigError, RunConfig
+from ppbench.run.environment import set_threads
 from ppbench.run.grid import Grid
 from ppbench.run.pipeline import make_rank
 from ppbench.run.reference import Reference
@@ -38,6 +39,7 @@ def run_check(cfg: RunConfig, comm: MPI.Comm, reference: Callable[..., Reference
     """Run cfg on ``comm`` (size pp x dp) and compare with ``reference(cfg, device)`` (the
     single-process ground truth); the same result on every rank."""
     cfg.validate(world_size=comm.Get_size())
+    set_threads(cfg.threads, comm)
     _need_model(cfg)
     with Grid(comm, cfg.pp, cfg.dp) as grid:
         pipe = make_rank(cfg, grid)

@@ -6,11 +6,37 @@ import os
 import socket
 import time
 
-__all__ = ["environment"]
+__all__ = ["environment", "set_threads", "ranks_on_this_host", "usable_cores"]
+
+
+def ranks_on_this_host(comm) -> int:
+    from mpi4py import MPI
+
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        return local.Get_size()
+    finally:
+        local.Free()
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def set_threads(requested: int, comm) -> int:
+    """Set torch's intra-op threads for this rank: ``requested``, or (0) this host's cores divided by
+    the ranks on it, at least 1. The same whether mpiexec started the rank or not (a lone process
+    would otherwise use every core, a rank under mpiexec one). Returns the number set."""
+    import torch
+
+    threads = requested or max(1, usable_cores() // ranks_on_this_host(comm))
+    torch.set_num_threads(threads)
+    return threads
 
 
 def environment(comm) -> dict:
-    """Where a run ran: versions, host, cores, MPI library, device, oversubscription."""
+    """Where a run ran: versions, host, cores, MPI library, device, torch threads per rank, and
+    oversubscription (ranks x threads per rank above the cores of a host)."""
     import mpi4py
     import numpy
     import pandas as pd
@@ -19,18 +45,17 @@ def environment(comm) -> dict:
 
     from ppbench import __version__
 
-    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
-    ranks_here = local.Get_size()
-    local.Free()
+    ranks_here = ranks_on_this_host(comm)
     hosts = sorted(set(comm.allgather(socket.gethostname())))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
+    threads = torch.get_num_threads()
     return {
         "ppbench": __version__, "torch": torch.__version__, "mpi4py": mpi4py.__version__,
         "numpy": numpy.__version__, "pandas": pd.__version__, "python": os.sys.version.split()[0],
         "mpi_library": MPI.Get_library_version().splitlines()[0].strip(),
         "hosts": hosts, "host": hosts[0] if len(hosts) == 1 else f"{len(hosts)} hosts",
         "cores": cores, "world_size": comm.Get_size(), "ranks_per_host": ranks_here,
-        "oversubscribed": ranks_here > (cores or 1),
+        "threads_per_rank": threads, "oversubscribed": ranks_here * threads > cores,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

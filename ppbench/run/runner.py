@@ -17,7 +17,7 @@ from ppbench.measure.results import Run, write_run
 from ppbench.plan import theory
 from ppbench.plan.schedules import SCHEDULES, peak_in_flight
 from ppbench.run.contention import CoreSharing
-from ppbench.run.environment import environment
+from ppbench.run.environment import environment, set_threads
 from ppbench.run.grid import Grid
 from ppbench.run.pipeline import make_rank
 from ppbench.run.torch_impl import SPLIT_BACKWARD_CLASSES
@@ -42,6 +42,7 @@ def record_cost(samples: int = 20000) -> float:
 def run_benchmark(cfg: RunConfig, comm: MPI.Comm, results_dir: str | None) -> dict | None:
     """Run cfg.warmup + cfg.repeats steps; rank 0 returns the summary (and writes the file)."""
     cfg.validate(world_size=comm.Get_size())
+    set_threads(cfg.threads, comm)
     env = environment(comm)
     offset, skew = clock_offset(comm)
     skews = gather_rows(comm, np.array([[skew]]))
