@@ -395,7 +395,7 @@ def _cmd_simulate(ns: argparse.Namespace, argv: list[str]) -> int:
         return _simulate_runs(ns.from_run, ns.samples, ns.json)
     from ppbench.config import ConfigError
     from ppbench.plan import theory
-    from ppbench.plan.arrays import schedule_arrays
+    from ppbench.plan.arrays import has_array_twin, schedule_arrays
     from ppbench.resources import check_simulation_fits
     from ppbench.sim.array_simulator import array_metrics, simulate_arrays
     from ppbench.sim.costs import Costs
@@ -411,7 +411,7 @@ def _cmd_simulate(ns: argparse.Namespace, argv: list[str]) -> int:
     if problem:
         return error(problem)
     try:
-        check_simulation_fits(p, m, v)
+        check_simulation_fits(p, m, v, listed=not has_array_twin(ns.schedule))
     except ConfigError as exc:
         return error(str(exc))
     wgrad = ns.t_bwd / 2 if ns.t_wgrad is None else ns.t_wgrad

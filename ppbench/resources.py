@@ -23,6 +23,8 @@ PROCESS_BYTES = 300 * 2**20        # one rank's Python, torch and MPI, measured 
 SHARE_OF_AVAILABLE = 0.8           # of the host's available memory a run or simulation may plan to use
 MAX_LISTED_ACTIONS = 100_000       # actions `ppbench schedule` prints (beyond: use `ppbench simulate`)
 _BYTES_PER_SIMULATED_ACTION = 120  # array simulator: op, mb, stage, links, four times, sort keys
+_BYTES_PER_LISTED_ACTION = 300     # the same, built from Action lists (schedules without an array twin:
+                                   # zb-v at p = 512, m = 2048 peaked at 1.3 GB for 6.3 million actions)
 _DTYPE_BYTES = {"float32": 4, "float64": 8}
 
 
@@ -59,11 +61,12 @@ def run_memory(cfg: RunConfig, reference: bool = False) -> dict[str, int]:
     return parts
 
 
-def simulation_memory(p: int, m: int, v: int) -> int:
+def simulation_memory(p: int, m: int, v: int, listed: bool = False) -> int:
     """Bytes the array simulator needs for p ranks, m microbatches, v stages per rank (3 compute actions
-    per stage and microbatch at most)."""
+    per stage and microbatch at most); ``listed``: the schedule is built from Action lists first."""
     actions = 3 * p * v * m
-    return actions * _BYTES_PER_SIMULATED_ACTION + 3 * p * v * m * 8 + 2 * p * m * 8
+    per_action = _BYTES_PER_LISTED_ACTION if listed else _BYTES_PER_SIMULATED_ACTION
+    return actions * per_action + 3 * p * v * m * 8 + 2 * p * m * 8
 
 
 def available_memory() -> int | None:
@@ -102,14 +105,15 @@ def check_run_fits(cfg: RunConfig, ranks_here: int, reference: bool = False, ava
                           "--message-bytes or the model size")
 
 
-def check_simulation_fits(p: int, m: int, v: int, available: int | None = None) -> None:
+def check_simulation_fits(p: int, m: int, v: int, available: int | None = None, listed: bool = False) -> None:
     available = available_memory() if available is None else available
     if available is None:
         return
-    need = simulation_memory(p, m, v)
+    need = simulation_memory(p, m, v, listed)
+    per_action = _BYTES_PER_LISTED_ACTION if listed else _BYTES_PER_SIMULATED_ACTION
     if need > SHARE_OF_AVAILABLE * available:
         raise ConfigError("stages x microbatches", f"simulating p={p} x m={m}" + (f" x v={v}" if v > 1 else "")
-                          + f" needs about {gib(need)} ({_BYTES_PER_SIMULATED_ACTION} bytes per action) but the host "
+                          + f" needs about {gib(need)} ({per_action} bytes per action) but the host "
                           f"has {gib(available)} available; allowed: up to {gib(SHARE_OF_AVAILABLE * available)}")
 
 

@@ -73,6 +73,19 @@ def test_a_run_that_needs_more_than_the_host_is_refused_naming_the_parts():
         check_run_fits(cfg, 2, available=int(need / 0.8) - 1)             # just does not
 
 
+def test_a_simulation_built_from_action_lists_is_sized_at_their_cost():
+    from ppbench.config import ConfigError
+    from ppbench.resources import check_simulation_fits, simulation_memory
+
+    actions = 3 * 1024 * 2 * 4096                       # zb-v (no array twin) at p = 1024, m = 4096
+    extra = actions * 8 + 2 * 1024 * 4096 * 8
+    assert simulation_memory(1024, 4096, 2) == actions * 120 + extra
+    assert simulation_memory(1024, 4096, 2, listed=True) == actions * 300 + extra
+    check_simulation_fits(1024, 4096, 2, available=8 * 2**30)                    # arrays: 3.1 GiB fits
+    with pytest.raises(ConfigError, match=r"needs about 7\.3 GiB \(300 bytes per action\)"):
+        check_simulation_fits(1024, 4096, 2, available=8 * 2**30, listed=True)
+
+
 @pytest.mark.parametrize("args,message", [
     (["check", "--timeout", "0"], "argument --timeout: must be seconds in (0, 604800], got '0'"),
     (["check", "--timeout", "-1"], "argument --timeout: must be seconds in (0, 604800], got '-1'"),

@@ -18,7 +18,7 @@ from ppbench.plan.actions import COMPUTE_OPS, Action
 from ppbench.plan.placement import Placement
 from ppbench.plan.schedules import interleaved_warmup, placement_for, schedule_problem, warmup_forwards
 
-__all__ = ["OP_F", "OP_I", "OP_W", "OP_B", "ScheduleArrays", "schedule_arrays", "from_actions"]
+__all__ = ["OP_F", "OP_I", "OP_W", "OP_B", "ScheduleArrays", "schedule_arrays", "has_array_twin", "from_actions"]
 
 OP_F, OP_I, OP_W, OP_B = (op.code for op in COMPUTE_OPS)
 
@@ -90,7 +90,12 @@ def _rank_order(name: str, p: int, m: int, rank: int, v: int) -> tuple[np.ndarra
     raise ValueError(f"no array form for schedule {name!r}")
 
 
-_ARRAY_TWINS = ("naive", "gpipe", "1f1b", "1f1b-recompute", "interleaved", "zb-h1")
+_ARRAY_TWINS = ("naive", "gpipe", "1f1b", "1f1b-recompute", "interleaved", "zb-h1", "zb-h2")
+
+
+def has_array_twin(name: str) -> bool:
+    """Whether ``name``'s arrays are computed directly (else built from its Action lists: slower, more memory)."""
+    return name in _ARRAY_TWINS
 
 
 def schedule_arrays(name: str, p: int, m: int, v: int = 1) -> ScheduleArrays:
@@ -99,10 +104,11 @@ def schedule_arrays(name: str, p: int, m: int, v: int = 1) -> ScheduleArrays:
     if problem:
         raise ValueError(problem)
     placement = placement_for(name, p, v)
-    if name == "zb-h1":
-        from ppbench.plan.zero_bubble import zb_h1_arrays
+    if name in ("zb-h1", "zb-h2"):
+        from ppbench.plan.schedules import zero_bubble_limits
+        from ppbench.plan.zero_bubble import zb_arrays
 
-        op, mb = zb_h1_arrays(p, m)
+        op, mb = zb_arrays(p, m, zero_bubble_limits(name, p, m))
         stage = np.repeat(np.arange(p, dtype=np.int32), 3 * m)
         offsets = np.arange(p + 1, dtype=np.int64) * 3 * m
         return ScheduleArrays(placement, m, op.astype(np.int8), mb.astype(np.int32), stage, offsets)

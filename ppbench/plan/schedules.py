@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ppbench.plan.actions import Action, Op
 from ppbench.plan.list_schedule import list_schedule
@@ -108,8 +109,7 @@ def zero_bubble_h1(p: int, m: int, rank: int, v: int = 1) -> list[Action]:
     (:mod:`ppbench.plan.zero_bubble` computes the same orders as arrays, for thousands of ranks;
     a test keeps the two equal.)
     """
-    limits = tuple(min(p - r, m) for r in range(p))
-    return list(list_schedule(Placement.looped(p), m, limits, p - 1)[rank])
+    return list(list_schedule(Placement.looped(p), m, zero_bubble_limits("zb-h1", p, m), p - 1)[rank])
 
 
 def zero_bubble_h2(p: int, m: int, rank: int, v: int = 1) -> list[Action]:
@@ -122,8 +122,14 @@ def zero_bubble_h2(p: int, m: int, rank: int, v: int = 1) -> list[Action]:
     (docs/schedules.md has the numbers). The paper's "zero" bubble also drops the step's final
     synchronisation, which a flushed step (ppbench's, PyTorch's) keeps.
     """
-    limits = tuple(min(2 * (p - r) - 1, m) for r in range(p))
-    return list(list_schedule(Placement.looped(p), m, limits, p - 1)[rank])
+    return list(list_schedule(Placement.looped(p), m, zero_bubble_limits("zb-h2", p, m), p - 1)[rank])
+
+
+def zero_bubble_limits(name: str, p: int, m: int) -> tuple[int, ...]:
+    """Each rank's in-flight limit (microbatches between F and I) for ZB-H1 and ZB-H2."""
+    if name == "zb-h1":
+        return tuple(min(p - r, m) for r in range(p))
+    return tuple(min(2 * (p - r) - 1, m) for r in range(p))
 
 
 def zero_bubble_interleaved(p: int, m: int, rank: int, v: int = 2) -> list[Action]:
@@ -132,11 +138,17 @@ def zero_bubble_interleaved(p: int, m: int, rank: int, v: int = 2) -> list[Actio
     and its I's in interleaved 1F1B's order (rounds of p microbatches per chunk), holds at most
     min((v - 1) p + p - r, m v) (stage, microbatch) pairs between F and I, and fills its idle
     ticks with W's (at most p - 1 deferred). Needs m to be a multiple of p."""
+    return list(_zero_bubble_interleaved(p, m, v)[rank])
+
+
+@lru_cache(maxsize=16)
+def _zero_bubble_interleaved(p: int, m: int, v: int) -> tuple[tuple[Action, ...], ...]:
+    """Every rank's order at once (each rank's call would otherwise rebuild and hash every sequence)."""
     total = m * v
     forwards = tuple(tuple(_interleaved_nth(p, r, v, k, backward=False) for k in range(total)) for r in range(p))
     inputs = tuple(tuple(_interleaved_nth(p, r, v, k, backward=True) for k in range(total)) for r in range(p))
     limits = tuple(min((v - 1) * p + p - r, total) for r in range(p))
-    return list(list_schedule(Placement.looped(p, v), m, limits, p - 1, (forwards, inputs))[rank])
+    return list_schedule.__wrapped__(Placement.looped(p, v), m, limits, p - 1, (forwards, inputs))
 
 
 ScheduleFn = Callable[[int, int, int, int], list[Action]]

@@ -1,6 +1,6 @@
-"""ZB-H1's order as integer arrays, for thousands of ranks: the array twin of the readable
-:func:`ppbench.plan.schedules.zero_bubble_h1` (same rules; a test keeps both equal for every
-p <= 8, m <= 16). Large pipelines run it compiled by numba, so p = 1024, m = 4096 takes well
+"""ZB-H1's and ZB-H2's orders as integer arrays, for thousands of ranks: the array twin of
+:func:`ppbench.plan.list_schedule.list_schedule` on one stage per rank (same rules; a test keeps
+both equal for every p <= 8, m <= 16). Large pipelines run it compiled by numba, so p = 1024, m = 4096 takes well
 under a second instead of minutes.
 """
 
@@ -12,10 +12,11 @@ import numpy as np
 
 from ppbench.plan import jit
 
-__all__ = ["zb_h1_arrays"]
+__all__ = ["zb_arrays"]
 
-def _list_schedule(p: int, m: int, op: np.ndarray, mb: np.ndarray) -> None:
-    """Fill op[r, k], mb[r, k] (Op codes: 0 = F, 1 = I, 2 = W) with rank r's k-th action."""
+def _list_schedule(p: int, m: int, limits: np.ndarray, op: np.ndarray, mb: np.ndarray) -> None:
+    """Fill op[r, k], mb[r, k] (Op codes: 0 = F, 1 = I, 2 = W) with rank r's k-th action; rank r
+    holds at most limits[r] microbatches between F and I."""
     f_end = np.full((p, m), -1, dtype=np.int64)   # unit-time finish of F(i) on rank r; -1: not yet
     b_end = np.full((p, m), -1, dtype=np.int64)
     nf = np.zeros(p, dtype=np.int64)
@@ -38,7 +39,7 @@ def _list_schedule(p: int, m: int, op: np.ndarray, mb: np.ndarray) -> None:
                 kind = 2
             elif 0 <= b_dep <= t:
                 kind = 1
-            elif 0 <= f_dep <= t and nf[r] - nb[r] < min(p - r, m):
+            elif 0 <= f_dep <= t and nf[r] - nb[r] < limits[r]:
                 kind = 0
             elif nw[r] < nb[r]:
                 kind = 2
@@ -64,10 +65,11 @@ def _list_schedule(p: int, m: int, op: np.ndarray, mb: np.ndarray) -> None:
 
 
 @lru_cache(maxsize=16)
-def zb_h1_arrays(p: int, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """(op, mb) of every rank, flattened rank after rank (3m actions each): Op codes 0 = F, 1 = I, 2 = W."""
+def zb_arrays(p: int, m: int, limits: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(op, mb) of every rank, flattened rank after rank (3m actions each): Op codes 0 = F, 1 = I, 2 = W.
+    ``limits[r]``: the most microbatches rank r holds between F and I (ZB-H1: min(p - r, m))."""
     op = np.empty((p, 3 * m), dtype=np.int64)
     mb = np.empty((p, 3 * m), dtype=np.int64)
-    jit.for_size(_list_schedule, 3 * p * m)(p, m, op, mb)
+    jit.for_size(_list_schedule, 3 * p * m)(p, m, np.array(limits, dtype=np.int64), op, mb)
     op.flags.writeable = mb.flags.writeable = False
     return op.reshape(-1), mb.reshape(-1)
