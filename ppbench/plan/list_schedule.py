@@ -24,7 +24,6 @@ memory budget, stated with the schedule.
 from __future__ import annotations
 
 from collections import deque
-from functools import lru_cache
 
 from ppbench.plan.actions import Action, Op
 from ppbench.plan.placement import Placement
@@ -35,7 +34,6 @@ __all__ = ["list_schedule", "Sequences"]
 Sequences = tuple[tuple[tuple[int, int], ...], ...]
 
 
-@lru_cache(maxsize=64)
 def list_schedule(placement: Placement, m: int, in_flight: tuple[int, ...], w_backlog: int,
                   sequences: tuple[Sequences, Sequences] | None = None) -> tuple[tuple[Action, ...], ...]:
     """Every rank's compute order (F, I, W) for ``m`` microbatches on ``placement``.
@@ -56,11 +54,12 @@ def list_schedule(placement: Placement, m: int, in_flight: tuple[int, ...], w_ba
     taken = [{Op.F: 0, Op.I: 0} for _ in range(p)]      # how far each rank is along its sequences
     left = 3 * m * (last + 1)
     tick = 0
+
+    def ended(key: tuple[int, Op, int]) -> bool:
+        return finished.get(key, tick + 1) <= tick
+
     while left:
         ran = False
-        def ended(key: tuple[int, Op, int], now: int = tick) -> bool:
-            return finished.get(key, now + 1) <= now
-
         for r, stages in enumerate(placement.rank_stages):
             ready_i = [s for s in stages if next_i[s] < next_f[s]
                        and ended((s, Op.F, next_i[s]) if s == last else (s + 1, Op.I, next_i[s]))]

@@ -109,7 +109,7 @@ def zero_bubble_h1(p: int, m: int, rank: int, v: int = 1) -> list[Action]:
     (:mod:`ppbench.plan.zero_bubble` computes the same orders as arrays, for thousands of ranks;
     a test keeps the two equal.)
     """
-    return list(list_schedule(Placement.looped(p), m, zero_bubble_limits("zb-h1", p, m), p - 1)[rank])
+    return list(_list_scheduled("zb-h1", p, m, 1)[rank])
 
 
 def zero_bubble_h2(p: int, m: int, rank: int, v: int = 1) -> list[Action]:
@@ -122,14 +122,7 @@ def zero_bubble_h2(p: int, m: int, rank: int, v: int = 1) -> list[Action]:
     (docs/schedules.md has the numbers). The paper's "zero" bubble also drops the step's final
     synchronisation, which a flushed step (ppbench's, PyTorch's) keeps.
     """
-    return list(list_schedule(Placement.looped(p), m, zero_bubble_limits("zb-h2", p, m), p - 1)[rank])
-
-
-def zero_bubble_limits(name: str, p: int, m: int) -> tuple[int, ...]:
-    """Each rank's in-flight limit (microbatches between F and I) for ZB-H1 and ZB-H2."""
-    if name == "zb-h1":
-        return tuple(min(p - r, m) for r in range(p))
-    return tuple(min(2 * (p - r) - 1, m) for r in range(p))
+    return list(_list_scheduled("zb-h2", p, m, 1)[rank])
 
 
 def zero_bubble_interleaved(p: int, m: int, rank: int, v: int = 2) -> list[Action]:
@@ -138,17 +131,31 @@ def zero_bubble_interleaved(p: int, m: int, rank: int, v: int = 2) -> list[Actio
     and its I's in interleaved 1F1B's order (rounds of p microbatches per chunk), holds at most
     min((v - 1) p + p - r, m v) (stage, microbatch) pairs between F and I, and fills its idle
     ticks with W's (at most p - 1 deferred). Needs m to be a multiple of p."""
-    return list(_zero_bubble_interleaved(p, m, v)[rank])
+    return list(_list_scheduled("zb-interleaved", p, m, v)[rank])
 
 
-@lru_cache(maxsize=16)
-def _zero_bubble_interleaved(p: int, m: int, v: int) -> tuple[tuple[Action, ...], ...]:
-    """Every rank's order at once (each rank's call would otherwise rebuild and hash every sequence)."""
-    total = m * v
-    forwards = tuple(tuple(_interleaved_nth(p, r, v, k, backward=False) for k in range(total)) for r in range(p))
-    inputs = tuple(tuple(_interleaved_nth(p, r, v, k, backward=True) for k in range(total)) for r in range(p))
-    limits = tuple(min((v - 1) * p + p - r, total) for r in range(p))
-    return list_schedule.__wrapped__(Placement.looped(p, v), m, limits, p - 1, (forwards, inputs))
+def zero_bubble_limits(name: str, p: int, m: int, v: int = 1) -> tuple[int, ...]:
+    """Each rank's in-flight limit ((stage, microbatch) pairs between F and I) in the list-scheduled
+    zero-bubble schedules; the peak they reach (:func:`ppbench.plan.theory.peak_in_flight`)."""
+    if name == "zb-h1":                 # 1F1B's activation memory
+        return tuple(min(p - r, m) for r in range(p))
+    if name == "zb-h2":                 # about twice that
+        return tuple(min(2 * (p - r) - 1, m) for r in range(p))
+    if name == "zb-interleaved":
+        return tuple(min(v * p - r, v * m) for r in range(p))
+    raise ValueError(f"{name!r} is not list-scheduled")
+
+
+@lru_cache(maxsize=32)
+def _list_scheduled(name: str, p: int, m: int, v: int) -> tuple[tuple[Action, ...], ...]:
+    """Every rank's order at once, W's deferred at most p - 1 at a time; zb-interleaved takes its
+    F's and I's in interleaved 1F1B's order."""
+    limits = zero_bubble_limits(name, p, m, v)
+    if name != "zb-interleaved":
+        return list_schedule(Placement.looped(p), m, limits, p - 1)
+    forwards = tuple(tuple(_interleaved_nth(p, r, v, k, backward=False) for k in range(m * v)) for r in range(p))
+    inputs = tuple(tuple(_interleaved_nth(p, r, v, k, backward=True) for k in range(m * v)) for r in range(p))
+    return list_schedule(Placement.looped(p, v), m, limits, p - 1, (forwards, inputs))
 
 
 ScheduleFn = Callable[[int, int, int, int], list[Action]]
@@ -239,8 +246,6 @@ def build_schedule(name: str, p: int, m: int, v: int | None = None) -> list[list
     """Full action lists (compute and communication) for every rank of the pipeline."""
     from ppbench.plan.comm import add_communication
 
-    if v is None and name in SCHEDULES:
-        v = SCHEDULES[name].default_chunks
     placement = placement_for(name, p, v)
     return [add_communication(compute_order(name, p, m, r, v), placement) for r in range(p)]
 

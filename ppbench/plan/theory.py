@@ -6,7 +6,7 @@ ideal time, is (p - 1) / m (interleaved: (p - 1) / (v m)); :func:`megatron_bubbl
 
 from __future__ import annotations
 
-from ppbench.plan.schedules import interleaved_warmup
+from ppbench.plan.schedules import interleaved_warmup, zero_bubble_limits
 
 __all__ = ["bubble_fraction", "megatron_bubble_ratio", "peak_in_flight", "closed_form_holds"]
 
@@ -66,10 +66,8 @@ def peak_in_flight(schedule: str, p: int, m: int, rank: int, v: int = 1) -> int:
         return min(interleaved_warmup(p, m, rank, v) + 1, m * v)
     if schedule == "looped-bfs":   # every forward of every stage before the first backward
         return m * v
-    if schedule == "zb-h2":        # the longer warm-up: 2(p - r) - 1, twice 1F1B's on rank 0, less one
-        return min(2 * (p - rank) - 1, m)
-    if schedule == "zb-interleaved":   # the in-flight limit it is scheduled under
-        return min(v * p - rank, m * v)
+    if schedule in ("zb-h2", "zb-interleaved"):   # the in-flight limit each is scheduled under:
+        return zero_bubble_limits(schedule, p, m, v)[rank]   # 2(p - r) - 1 and vp - r, at most all
     if schedule == "zb-v":         # 2p half-size stages: 1F1B's rank-0 memory, on every rank
         return 2 * p
     if schedule == "dualpipev":    # one more than ZB-V: its steady phase forwards before it backwards

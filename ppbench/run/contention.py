@@ -8,6 +8,8 @@ import time
 
 from mpi4py import MPI
 
+from ppbench.run.environment import usable_cores
+
 __all__ = ["CoreSharing", "host_busy_seconds"]
 
 #: a run is marked ``shared_cores`` when others took more than this share of the host's CPU time
@@ -31,7 +33,7 @@ class CoreSharing:
     def __init__(self, comm: MPI.Comm):
         self.comm = comm
         self.local = comm.Split_type(MPI.COMM_TYPE_SHARED)
-        self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.cores = usable_cores()
 
     def start(self) -> None:
         self._cpu, self._wall = time.process_time(), time.monotonic()

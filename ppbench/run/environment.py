@@ -6,10 +6,11 @@ import os
 import socket
 import time
 
-__all__ = ["environment", "set_threads", "ranks_on_this_host", "usable_cores"]
+__all__ = ["environment", "set_threads", "local_ranks", "usable_cores"]
 
 
-def ranks_on_this_host(comm) -> int:
+def local_ranks(comm) -> int:
+    """Ranks of ``comm`` on this host (its shared-memory group; the launcher's word is not needed)."""
     from mpi4py import MPI
 
     local = comm.Split_type(MPI.COMM_TYPE_SHARED)
@@ -20,6 +21,7 @@ def ranks_on_this_host(comm) -> int:
 
 
 def usable_cores() -> int:
+    """The cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -29,7 +31,7 @@ def set_threads(requested: int, comm) -> int:
     would otherwise use every core, a rank under mpiexec one). Returns the number set."""
     import torch
 
-    threads = requested or max(1, usable_cores() // ranks_on_this_host(comm))
+    threads = requested or max(1, usable_cores() // local_ranks(comm))
     torch.set_num_threads(threads)
     return threads
 
@@ -45,7 +47,7 @@ def environment(comm) -> dict:
 
     from ppbench import __version__
 
-    ranks_here = ranks_on_this_host(comm)
+    ranks_here = local_ranks(comm)
     hosts = sorted(set(comm.allgather(socket.gethostname())))
     cores = usable_cores()
     threads = torch.get_num_threads()

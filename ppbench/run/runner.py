@@ -15,12 +15,12 @@ from ppbench.measure.events import EVENT_FIELDS, events_frame
 from ppbench.measure.metrics import step_metrics
 from ppbench.measure.results import Run, write_run
 from ppbench.plan import theory
-from ppbench.plan.schedules import SCHEDULES, peak_in_flight
+from ppbench.plan.schedules import peak_in_flight
 from ppbench.run.contention import CoreSharing
 from ppbench.run.environment import environment, set_threads
 from ppbench.run.grid import Grid
 from ppbench.run.pipeline import make_rank
-from ppbench.run.torch_impl import SPLIT_BACKWARD_CLASSES
+from ppbench.run.torch_impl import backward_observed
 from ppbench.run.tracer import Tracer, clock_offset, gather_rows
 from ppbench.sim.calibrate import simulated_bubble
 
@@ -84,11 +84,6 @@ def run_benchmark(cfg: RunConfig, comm: MPI.Comm, results_dir: str | None) -> di
                        if results_dir else None)
     summary["environment"] = env
     return summary
-
-
-def backward_observed(schedule: str) -> bool:
-    """Whether ``--impl torch`` times this schedule's backward (not the split I/W inside PyTorch)."""
-    return SCHEDULES[schedule].torch_class not in SPLIT_BACKWARD_CLASSES
 
 
 def _step_record(cfg: RunConfig, events: pd.DataFrame, ranks: pd.DataFrame) -> dict:

@@ -23,13 +23,18 @@ from ppbench.run.rank import RankBase, rank_layers
 from ppbench.run.tracer import Tracer
 from ppbench.run.training import average_gradients, global_loss, make_optimizer, replica_microbatches
 
-__all__ = ["TorchPipelineRank", "SPLIT_BACKWARD_CLASSES"]
+__all__ = ["TorchPipelineRank", "SPLIT_BACKWARD_CLASSES", "backward_observed"]
 
 #: PyTorch classes that split the backward into I and W. A module's full backward hooks make its
 #: outputs views, which their input-gradient step cannot detach in place when two stages on one
 #: rank hand a tensor over (V placement), so these get forward hooks only: F is timed, I and W
 #: (inside PyTorch) are not, and their bubble is reported as not observed (NaN).
 SPLIT_BACKWARD_CLASSES = ("ScheduleInterleavedZeroBubble", "ScheduleZBVZeroBubble", "ScheduleDualPipeV")
+
+
+def backward_observed(schedule: str) -> bool:
+    """Whether ``--impl torch`` times this schedule's backward (not the split I/W inside PyTorch)."""
+    return SCHEDULES[schedule].torch_class not in SPLIT_BACKWARD_CLASSES
 
 def _init_gloo(grid: Grid) -> None:
     """One gloo process group over the MPI world (rank 0's host and a free port, sent over MPI)."""
@@ -83,7 +88,7 @@ class TorchPipelineRank(RankBase):
         self.stages, self.chunk_modules = [], []
         for s, ids in mine.items():
             chunk = nn.Sequential(*(layers[i] for i in ids))
-            self._time(chunk, s, backward=SCHEDULES[cfg.schedule].torch_class not in SPLIT_BACKWARD_CLASSES)
+            self._time(chunk, s, backward=backward_observed(cfg.schedule))
             self.chunk_modules.append(chunk)
             self.stages.append(pipelining.PipelineStage(chunk, s, placement.num_stages, self.device,
                                                         group=groups[grid.replica]))
