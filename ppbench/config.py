@@ -6,7 +6,7 @@ import functools
 import math
 from dataclasses import asdict, dataclass, field, fields
 
-from ppbench.model_configs import PRESETS, model_config
+from ppbench.model_configs import DIMENSIONS, PRESETS, GPTConfig, model_config
 from ppbench.plan.comm import highest_tag
 from ppbench.plan.schedules import SCHEDULES, schedule_problem
 
@@ -59,8 +59,16 @@ class RunConfig:
                          short="-v", limits=(1, 64))
     global_batch: int = _field(0, "samples per step over all replicas (0: 2 x microbatches x dp)",
                                limits=(0, 2**31 - 1))
-    model: str = _field("mlp", "model family: " + ", ".join(PRESETS))
+    model: str = _field("mlp", "model family: " + ", ".join(PRESETS) + ", or package.module:factory for your own "
+                        "(see docs/models.md)")
     size: str = _field("tiny", "model preset: tiny, small, medium")
+    layers: int = _field(0, "model: MLP Linear layers or GPT blocks (0: the preset's)", limits=(0, 100_000))
+    width: int = _field(0, "model: MLP width (0: the preset's)", limits=(0, 2**20))
+    heads: int = _field(0, "model: GPT attention heads (0: the preset's)", limits=(0, 4096))
+    embd: int = _field(0, "model: GPT embedding channels, a multiple of the heads (0: the preset's)",
+                       limits=(0, 2**20))
+    context: int = _field(0, "model: GPT context length in tokens (0: the preset's)", limits=(0, 2**20))
+    vocab: int = _field(0, "model: GPT vocabulary size (0: the preset's)", limits=(0, 2**24))
     dtype: str = _field("float64", "float32 or float64", sweep=True)
     seed: int = _field(0, "weights and data are a function of the seed alone", limits=(0, 2**31 - 1))
     steps: int = _field(0, "optimizer steps (0: compare the gradients of one step)", limits=(0, 100_000))
@@ -89,6 +97,10 @@ class RunConfig:
                                 sweep=True, limits=(4, 2**31 - 1))
     warmup: int = _field(1, "steps run before measuring", group="measure", sweep=True, limits=(0, 10_000))
     repeats: int = _field(5, "measured steps", group="measure", sweep=True, limits=(1, 10_000))
+    serial_steps: int = _field(0, "also measure the serial baseline in the same job, over this many steps (0: no): "
+                               "the whole model on one rank, gradient accumulation over the same microbatches and "
+                               "threads; gives the limit for p stages and the efficiency", group="measure",
+                               sweep=True, limits=(0, 10_000))
 
     @property
     def batch(self) -> int:
@@ -119,7 +131,27 @@ class RunConfig:
         return "blocking" if self.schedule == "naive" and not self.schedule_file else "nonblocking"
 
     def model_config(self):
-        return model_config(self.model, self.size)
+        """The preset, with the dimensions given on the command line in place of its own."""
+        if ":" in self.model:                 # package.module:factory, a user's model
+            from ppbench.user_models import UserModelError, load_user_model
+
+            try:
+                return load_user_model(self.model)
+            except UserModelError as exc:
+                raise ConfigError("model", str(exc)) from None
+        return model_config(self.model, self.size, self.dimensions())
+
+    def dimensions(self) -> dict[str, int]:
+        """The model dimensions set on the command line (fields left at 0 are the preset's)."""
+        return {name: getattr(self, name) for name in DIMENSIONS if getattr(self, name)}
+
+    @property
+    def model_name(self) -> str:
+        """family/preset, then any dimension set on the command line (``mlp/small layers=4``); a user's
+        model by its factory."""
+        if ":" in self.model:
+            return self.model
+        return " ".join([f"{self.model}/{self.size}", *(f"{k}={v}" for k, v in self.dimensions().items())])
 
     def __post_init__(self) -> None:
         if self.chunks == 0:        # the schedule's own number of stages per rank
@@ -138,8 +170,13 @@ class RunConfig:
             if type(value) is not expected:
                 raise ConfigError(f.name, f"expected {expected.__name__}, got {type(value).__name__} {value!r}")
         _choice("schedule", self.schedule, list(SCHEDULES))
-        _choice("model", self.model, list(PRESETS))
-        _choice("size", self.size, list(PRESETS[self.model]))
+        if ":" not in self.model:
+            _choice("model", self.model, list(PRESETS) + ["package.module:factory (your own model)"])
+            _choice("size", self.size, list(PRESETS[self.model]))
+        for name in self.dimensions():
+            if self.model not in DIMENSIONS[name]:
+                raise ConfigError(name, f"--{name} sets a dimension of {' and '.join(DIMENSIONS[name])} models, "
+                                  f"not of {self.model}")
         _choice("dtype", self.dtype, list(DTYPES))
         _choice("optimizer", self.optimizer, list(OPTIMIZERS))
         _choice("transport", self.transport, list(TRANSPORTS))
@@ -151,6 +188,10 @@ class RunConfig:
         for f in fields(self):
             if f.metadata["limits"]:
                 _in_range(f.name, getattr(self, f.name), *f.metadata["limits"])
+        model = self.model_config()
+        if isinstance(model, GPTConfig) and model.n_embd % model.n_head:
+            raise ConfigError("embd", f"{model.n_embd} channels do not split over {model.n_head} heads; allowed: "
+                              f"multiples of {model.n_head}")
         if self.device == "cuda" and not _cuda_available():
             raise ConfigError("device", "'cuda' requested but torch sees no CUDA device; allowed here: auto, cpu")
         _fault("fault", self.fault, self.pp * self.dp)
@@ -176,12 +217,12 @@ class RunConfig:
         layers = self.model_config().num_layers
         stages = self.plan()[1].num_stages if self.schedule_file else self.pp * self.chunks
         if self.schedule_file and stages > layers:
-            raise ConfigError("schedule_file", f"{stages} stages but model {self.model}/{self.size} has only "
+            raise ConfigError("schedule_file", f"{stages} stages but model {self.model_name} has only "
                               f"{layers} layers; allowed: up to {layers} stages")
         if self.pp * self.chunks > layers:
             what = f"{self.pp} stages" + (f" x {self.chunks} chunks" if self.chunks > 1 else "")
             allowed = f"pp x chunks in 1..{layers}" if self.chunks > 1 else f"1..{layers}"
-            raise ConfigError("pp", f"{what} but model {self.model}/{self.size} has only {layers} layers; "
+            raise ConfigError("pp", f"{what} but model {self.model_name} has only {layers} layers; "
                               f"allowed: {allowed}")
         if world_size is not None and self.pp * self.dp != world_size:
             raise ConfigError("pp x dp", f"pp={self.pp} x dp={self.dp} = {self.pp * self.dp} must equal the MPI "

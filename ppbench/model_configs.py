@@ -3,9 +3,9 @@ commands that never build a model (simulate, report, schedule) start without imp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-__all__ = ["MLPConfig", "GPTConfig", "PRESETS", "model_config"]
+__all__ = ["MLPConfig", "GPTConfig", "PRESETS", "DIMENSIONS", "model_config"]
 
 
 @dataclass(frozen=True)
@@ -79,5 +79,18 @@ PRESETS: dict[str, dict[str, MLPConfig | GPTConfig]] = {
 }
 
 
-def model_config(family: str, size: str) -> MLPConfig | GPTConfig:
-    return PRESETS[family][size]
+#: command-line dimension -> {family: field of that family's configuration}
+DIMENSIONS: dict[str, dict[str, str]] = {
+    "layers": {"mlp": "n_layers", "gpt": "n_layer"},
+    "width": {"mlp": "width"},
+    "heads": {"gpt": "n_head"},
+    "embd": {"gpt": "n_embd"},
+    "context": {"gpt": "block_size"},
+    "vocab": {"gpt": "vocab_size"},
+}
+
+
+def model_config(family: str, size: str, dimensions: dict[str, int] | None = None) -> MLPConfig | GPTConfig:
+    """The preset ``family``/``size`` with ``dimensions`` (names of :data:`DIMENSIONS`) in place of its own."""
+    preset = PRESETS[family][size]
+    return replace(preset, **{DIMENSIONS[k][family]: v for k, v in (dimensions or {}).items()})

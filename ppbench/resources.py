@@ -2,9 +2,10 @@
 refused with the numbers when the host cannot hold it (docs/limits.md states the rules).
 
 Estimates are deliberately on the high side; they count, per rank: the process itself (Python,
-torch, MPI: about 300 MiB), the whole model (every rank builds it before keeping its stages), its
-own stages' gradients and optimizer state, the global batch (every rank generates it), the saved
-activations of the microbatches in flight, and the message buffers.
+torch, MPI: about 300 MiB), its own stages' parameters, gradients and optimizer state (a rank
+builds only its own layers), the global batch (every rank generates it), the saved activations of
+the microbatches in flight, and the message buffers; with a serial baseline, rank 0 also holds
+the whole model, its gradients and optimizer state.
 """
 
 from __future__ import annotations
@@ -50,11 +51,11 @@ def run_memory(cfg: RunConfig, reference: bool = False) -> dict[str, int]:
         parts["messages"] = cfg.message_bytes * (1 + 2 * m * v)     # one output buffer, receives and sends in flight
         return parts
     mb = cfg.microbatch_size
-    parts["model"] = sum(params) * b + per_stage * v * b * (1 + states)
-    if reference:
-        parts["reference"] = sum(params) * b * (2 + states)
+    parts["model"] = per_stage * v * b * (2 + states)
+    if reference or cfg.serial_steps:
+        parts["whole model"] = sum(params) * b * (2 + states)
     # the global batch is generated in float64 (token ids in int64), then cast: inputs and targets
-    elements = model.activation_elements(cfg.batch) if model.family == "mlp" else cfg.batch * (model.block_size + 1)
+    elements = cfg.batch * (model.block_size + 1) if model.family == "gpt" else model.activation_elements(cfg.batch)
     parts["batch"] = elements * (16 + 2 * b)
     parts["activations"] = in_flight * model.saved_elements(mb, layers_per_stage) * b
     parts["messages"] = 2 * in_flight * model.activation_elements(mb) * b

@@ -128,7 +128,7 @@ def test_an_exploding_loss_is_diverged_not_equivalent():
     assert proc.returncode == 1 and result["diverged"] and not result["passed"]
     assert result["diverged_step"] == 1 and result["steps_run"] == 2
     text, _ = ppbench("check", "--in-process", "--pp", "2", "--lr", "1e5", "--steps", "10")
-    assert "DIVERGED at step 1: the loss went from 1.00947" in text.stdout and "EQUIVALENT" not in text.stdout
+    assert "DIVERGED at step 1: the loss went from 1.0238 " in text.stdout and "EQUIVALENT" not in text.stdout
 
 
 def running(marker: str) -> list[str]:

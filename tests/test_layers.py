@@ -43,7 +43,7 @@ def layer_of_module(parts: list[str]) -> str:
     if len(parts) < 2:
         return "package"
     head = parts[1]
-    if head in ("config", "model_configs", "resources"):
+    if head in ("config", "model_configs", "resources", "user_models"):
         return "config"
     if head in ("cli", "__main__"):
         return "cli"

@@ -29,7 +29,7 @@ import pandas as pd
 
 from ppbench.measure.events import COMPUTE, TRANSFER
 
-__all__ = ["COMPUTE", "TRANSFER", "step_metrics", "overlap", "transfer_intervals"]
+__all__ = ["COMPUTE", "TRANSFER", "step_metrics", "overlap", "transfer_intervals", "compute_times"]
 
 
 def step_metrics(events: pd.DataFrame, start: float | None = None, ranks: list[int] | None = None) -> dict:
@@ -56,6 +56,14 @@ def step_metrics(events: pd.DataFrame, start: float | None = None, ranks: list[i
         "iteration_time": float(events["end"].max() - origin),
         "bubble_per_rank": [float(b) for b in bubble],
     }
+
+
+def compute_times(events: pd.DataFrame, stages: int) -> dict[str, list[float]]:
+    """Median seconds of one F, I, W and B per stage (NaN where a stage never ran that op):
+    what the split backward costs against the full one, stage by stage."""
+    compute = events[events["op"].isin(COMPUTE)]
+    medians = (compute["end"] - compute["start"]).groupby([compute["op"], compute["stage"]]).median()
+    return {op: [float(medians.get((op, s), np.nan)) for s in range(stages)] for op in COMPUTE}
 
 
 def _span(events: pd.DataFrame, op: str) -> float:

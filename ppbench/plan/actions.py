@@ -20,7 +20,8 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-__all__ = ["Op", "Action", "parse_action", "COMPUTE_OPS", "SEND_OPS", "RECV_OPS", "COMM_OPS", "EVENT_OPS"]
+__all__ = ["Op", "Action", "parse_action", "split_stages", "COMPUTE_OPS", "SEND_OPS", "RECV_OPS", "COMM_OPS",
+           "EVENT_OPS"]
 
 
 class Op(str, Enum):
@@ -153,3 +154,8 @@ def parse_action(text: str) -> Action:
                          "ppbench does not run; drop it from the schedule")
     raise ValueError(f"cannot parse action {text!r}; expected <stage><op><microbatch> with op one of "
                      f"{', '.join(o.value for o in Op)}, e.g. '0F3', '1I2', '2SEND_B0'")
+
+
+def split_stages(actions: list[Action]) -> set[int]:
+    """Stages whose backward ``actions`` split into I and W (at least one I)."""
+    return {a.stage for a in actions if a.op is Op.I}

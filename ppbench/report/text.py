@@ -13,7 +13,8 @@ def check_text(r: dict) -> str:
         f"ppbench check: {('file ' + r['schedule_file']) if r.get('schedule_file') else r['schedule']}  "
         f"pp={r['pp']} dp={r['dp']} microbatches={r['microbatches']}"
         + ("  (in process)" if r.get("in_process") else "") + "  "
-        f"model={r['model']}/{r['size']} {r['dtype']}  global batch={r['global_batch']}  steps={r['steps']}"
+        f"model={r.get('model_name', r['model'] + '/' + r['size'])} {r['dtype']}  "
+        f"global batch={r['global_batch']}  steps={r['steps']}"
         + (f" ({r['optimizer']}, lr={r['lr']})" if r["steps"] else ""),
         f"  stage layers: {stages}",
         f"  loss {r['loss']:.12g}  (reference {r['ref_loss']:.12g}, rel err {r['loss_rel_err']:.2e})",
@@ -35,7 +36,7 @@ def check_text(r: dict) -> str:
 def run_text(cfg: RunConfig, s: dict) -> str:
     env = s["environment"]
     work = (f"synthetic F={cfg.t_fwd * 1e3:g} ms B={cfg.t_bwd * 1e3:g} ms, {cfg.message_bytes} B/message"
-            if cfg.workload == "synthetic" else f"model {cfg.model}/{cfg.size} {cfg.dtype}")
+            if cfg.workload == "synthetic" else f"model {cfg.model_name} {cfg.dtype}")
     over = " OVERSUBSCRIBED" if env["oversubscribed"] else ""
     return "\n".join([
         f"ppbench run: {('file ' + cfg.schedule_file) if cfg.schedule_file else cfg.schedule} "
@@ -55,17 +56,37 @@ def run_text(cfg: RunConfig, s: dict) -> str:
         f"  overlap     {s['overlap_median']:.3f}   exposed communication {s['exposed_comm_median'] * 1e3:.3f} ms/rank",
         f"  in flight   {s['peak_in_flight']} (theory {s['peak_in_flight_theory']})   "
         f"saved activations {[round(b / 1024, 1) for b in s['peak_saved_bytes']]} KiB per stage",
+        *_compute_lines(s.get("compute_time_per_stage")),
+        *_serial_lines(s, cfg.pp),
         f"  clock skew  <= {s['clock_skew_max'] * 1e6:.1f} us   tracing overhead ~{s['trace_overhead'] * 100:.2f}% "
-        f"of step time",
+        f"of step time   polling ~{s.get('poll_overhead', float('nan')) * 100:.2f}% (busiest rank)",
         f"  other work  {s['foreign_cpu_share'] * 100:.1f}% of the host's CPU time went to other processes"
         + ("  SHARED CORES: these timings are disturbed" if s["shared_cores"] else ""),
         f"  saved to    {s['path']}" if s["path"] else "  not saved (--no-save)",
     ])
 
 
-def _number(value: float) -> str:
+def _compute_lines(times: dict | None) -> list[str]:
+    """Median ms of one F, I, W, B per stage, for the ops that ran."""
+    if not times:
+        return []
+    ran = {op: v for op, v in times.items() if any(t == t for t in v)}
+    return ["  per stage   " + "   ".join(f"{op} " + " ".join(_number(t * 1e3, 2) for t in v) for op, v in ran.items())
+            + " ms (median of one action)"]
+
+
+def _serial_lines(s: dict, p: int) -> list[str]:
+    if "efficiency" not in s:
+        return []
+    return [f"  serial      whole model on one rank {s['serial_iteration_time'] * 1e3:.3f} ms per iteration "
+            f"(forward-backward {s['serial_fb_time'] * 1e3:.3f}, optimizer {s['serial_optimizer_time'] * 1e3:.3f}); "
+            f"limit for p={p}: {s['limit_iteration_time'] * 1e3:.3f} ms",
+            f"  efficiency  {s['efficiency']:.3f} of the limit   speedup {s['speedup']:.2f}x over serial"]
+
+
+def _number(value: float, digits: int = 3) -> str:
     """Three decimals, or '-' where there is none (a schedule file has no closed form)."""
-    return "-" if value != value else f"{value:.3f}"
+    return "-" if value != value else f"{value:.{digits}f}"
 
 
 def comparison_text(rows: list[dict], samples: int) -> str:

@@ -99,6 +99,7 @@ def _verdict(cfg: RunConfig, worst: np.ndarray, losses: list[tuple[float, float]
     diverged = _diverged(losses) or not np.isfinite(worst).all()
     return {
         **cfg.to_dict(),
+        "model_name": cfg.model_name,
         "global_batch": cfg.batch,
         "world_size": world,
         "stage_layers": split,

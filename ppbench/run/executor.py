@@ -190,10 +190,10 @@ class Executor:
         self.in_flight -= 1
         start = self.tracer.now()
         if action.op is Op.I:
-            grad_in = self.stages[stage].backward_input(self.saved[key], grad)
+            grad_in = self.stages[stage].backward_input(self.saved[key], grad, key)
             self.pending_w[key] = grad
         else:
-            grad_in = self.stages[stage].backward(self.saved.pop(key), grad)
+            grad_in = self.stages[stage].backward(self.saved.pop(key), grad, key)
             self._live_bytes.pop(key)
         self.tracer.record(action.op, stage, action.mb, start, self.tracer.now())
         if stage > 0:
@@ -203,7 +203,7 @@ class Executor:
         key = (action.stage, action.mb)
         ctx, grad = self.saved.pop(key), self.pending_w.pop(key)
         start = self.tracer.now()
-        self.stages[action.stage].backward_weight(ctx, grad)
+        self.stages[action.stage].backward_weight(ctx, grad, key)
         self.tracer.record(Op.W, action.stage, action.mb, start, self.tracer.now())
         self._live_bytes.pop(key)
 

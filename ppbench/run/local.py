@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from ppbench.config import RunConfig
+from ppbench.plan.actions import split_stages
 from ppbench.plan.comm import add_communication
 from ppbench.run import models
 from ppbench.run.executor import Executor, StepStats
-from ppbench.run.partition import partition_layers
 from ppbench.run.rank import rank_layers
 from ppbench.run.stages import TorchStage
 from ppbench.run.training import make_optimizer, replica_microbatches
@@ -71,7 +71,7 @@ class LocalPipeline:
         orders, self.placement = cfg.plan()
         last = self.placement.num_stages - 1
         self.layers = models.build_layers(self.model_cfg, cfg.seed, cfg.torch_dtype)
-        self.split = partition_layers(self.layers, self.placement.num_stages)
+        self.split = models.stage_split(self.model_cfg, self.placement.num_stages)
         self.hub = LocalHub()
         nonblocking = cfg.resolved_transport == "nonblocking"
         self.transports, self.executors = [], []
@@ -81,7 +81,8 @@ class LocalPipeline:
             for s, ids in rank_layers(self.split, self.placement, r).items():
                 stage = TorchStage(nn.Sequential(*(self.layers[i] for i in ids)), s == 0, s == last,
                                    lambda out, tgt: models.loss_fn(self.model_cfg, out, tgt), m,
-                                   transport.progress if nonblocking else None, recompute=cfg.recompute)
+                                   transport.progress if nonblocking else None, recompute=cfg.recompute,
+                                   split=s in split_stages(orders[r]))
                 stages[s] = stage_hook(r, s, stage) if stage_hook else stage
             actions = add_communication(orders[r], self.placement)
             self.transports.append(transport)

@@ -11,8 +11,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from ppbench.model_configs import PRESETS, GPTConfig, MLPConfig, model_config
+from ppbench.run.partition import balanced_split
+from ppbench.user_models import UserModel, build_user_layers
 
-__all__ = ["MLPConfig", "GPTConfig", "PRESETS", "model_config", "build_layers", "make_batch", "loss_fn",
+__all__ = ["MLPConfig", "GPTConfig", "PRESETS", "model_config", "build_layers", "stage_split", "make_batch", "loss_fn",
            "activation_shape"]
 
 
@@ -84,24 +86,47 @@ class Head(nn.Module):
         return self.lm_head(self.ln_f(x))
 
 
-def build_layers(cfg: MLPConfig | GPTConfig, seed: int, dtype: torch.dtype) -> list[nn.Module]:
-    """The full model as a list of layers, identical on every process for the same seed.
+Model = MLPConfig | GPTConfig | UserModel
+
+
+def build_layers(cfg: Model, seed: int, dtype: torch.dtype,
+                 only: list[int] | range | None = None) -> list[nn.Module]:
+    """The model as a list of layers, identical in every process for the same seed: layer i is
+    initialised from (seed, i) alone, so a rank can build just its own layers (``only``: these
+    indices, in order) and they equal the same layers of the whole model.
 
     The global RNG state is left as it was.
     """
+    indices = range(cfg.num_layers) if only is None else only
+    if cfg.family == "user":
+        return build_user_layers(cfg, seed, dtype, indices)
+    layers = []
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if isinstance(cfg, MLPConfig):
-            layers = [MLPLayer(cfg.width, activation=i < cfg.n_layers - 1) for i in range(cfg.n_layers)]
-        else:
-            layers = [Embedding(cfg), *(Block(cfg) for _ in range(cfg.n_layer)), Head(cfg)]
-    return [layer.to(dtype) for layer in layers]
+        for i in indices:
+            torch.manual_seed(seed * 1_000_003 + i)
+            layers.append(_layer(cfg, i).to(dtype))
+    return layers
 
 
-def make_batch(cfg: MLPConfig | GPTConfig, batch: int, seed: int, step: int,
-               dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _layer(cfg: MLPConfig | GPTConfig, i: int) -> nn.Module:
+    if isinstance(cfg, MLPConfig):
+        return MLPLayer(cfg.width, activation=i < cfg.n_layers - 1)
+    if i == 0:
+        return Embedding(cfg)
+    return Block(cfg) if i <= cfg.n_layer else Head(cfg)
+
+
+def stage_split(cfg: Model, stages: int) -> list[range]:
+    """Layer index ranges of each stage, balanced by parameter count (counted without building)."""
+    return balanced_split(cfg.layer_parameters(), stages)
+
+
+def make_batch(cfg: Model, batch: int, seed: int, step: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """The global batch of training step ``step``: (inputs, targets), same on every process."""
     gen = torch.Generator().manual_seed(seed * 1_000_003 + step + 1)
+    if isinstance(cfg, UserModel):
+        x, y = cfg.parts()[2](batch, gen)
+        return tuple(t.to(dtype) if t.is_floating_point() else t for t in (x, y))
     if isinstance(cfg, MLPConfig):
         x = torch.randn(batch, cfg.width, generator=gen, dtype=torch.float64).to(dtype)  # (B, W)
         y = torch.randn(batch, cfg.width, generator=gen, dtype=torch.float64).to(dtype)  # (B, W)
@@ -110,15 +135,19 @@ def make_batch(cfg: MLPConfig | GPTConfig, batch: int, seed: int, step: int,
     return tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
 
 
-def loss_fn(cfg: MLPConfig | GPTConfig, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def loss_fn(cfg: Model, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean loss over every sample (and token) of ``output``."""
+    if isinstance(cfg, UserModel):
+        return cfg.parts()[1](output, target)
     if isinstance(cfg, MLPConfig):
         return F.mse_loss(output, target)
     return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
 
 
-def activation_shape(cfg: MLPConfig | GPTConfig, batch: int) -> tuple[int, ...]:
+def activation_shape(cfg: Model, batch: int) -> tuple[int, ...]:
     """Shape of every tensor passed between two stages (all layers keep it)."""
+    if isinstance(cfg, UserModel):
+        return cfg.activation_shape(batch)
     if isinstance(cfg, MLPConfig):
         return (batch, cfg.width)
     return (batch, cfg.block_size, cfg.n_embd)

@@ -6,17 +6,19 @@ import torch
 from torch import nn
 
 from ppbench.config import RunConfig
+from ppbench.plan.actions import split_stages
 from ppbench.plan.comm import add_communication
 from ppbench.run import models
 from ppbench.run.device import cuda_aware_mpi, select_device
+from ppbench.run.environment import local_ranks, usable_cores
 from ppbench.run.executor import Executor, Fault, StepStats
 from ppbench.run.grid import Grid
-from ppbench.run.partition import partition_layers
 from ppbench.run.rank import RankBase, rank_layers
 from ppbench.run.stages import SyntheticStage, TorchStage
 from ppbench.run.tracer import Tracer
 from ppbench.run.training import average_gradients, global_loss, make_optimizer, replica_microbatches
 from ppbench.run.transport import MpiTransport
+from ppbench.run.waiting import WaitPolicy
 from ppbench.run.watchdog import StepWatchdog
 
 __all__ = ["PipelineRank", "make_rank"]
@@ -42,7 +44,9 @@ class PipelineRank(RankBase):
         world_of_stage = grid.pipe.allgather(grid.world.Get_rank())   # once at set-up, for traces
         self.device = select_device(grid.world, cfg.device)
         self.cuda_aware, self.cuda_aware_how = cuda_aware_mpi() if self.device.type == "cuda" else (False, "cpu")
-        self.transport = MpiTransport(grid.pipe, tracer=self.tracer, peer_names=world_of_stage, device=self.device,
+        self.wait_policy = WaitPolicy.choose(local_ranks(grid.world) * torch.get_num_threads() > usable_cores())
+        self.transport = MpiTransport(grid.pipe, tracer=self.tracer, wait_policy=self.wait_policy,
+                                      peer_names=world_of_stage, device=self.device,
                                       staging=self.device.type == "cuda" and not self.cuda_aware)
         nonblocking = cfg.resolved_transport == "nonblocking"
         progress = self.transport.progress if nonblocking else None
@@ -59,16 +63,16 @@ class PipelineRank(RankBase):
                                            s == last, progress, recompute=cfg.recompute)
             shape, dtype = next(iter(stages.values())).out.shape, next(iter(stages.values())).out.dtype
         else:
-            layers = models.build_layers(self.model_cfg, cfg.seed, cfg.torch_dtype)
-            self.split = partition_layers(layers, self.placement.num_stages)
+            self.split = models.stage_split(self.model_cfg, self.placement.num_stages)
             mine = rank_layers(self.split, self.placement, r)
             self.layer_ids = [i for s in mine for i in mine[s]]
-            self.layers = [layers[i].to(self.device) for i in self.layer_ids]       # the rest are dropped
+            self.layers = [layer.to(self.device) for layer in      # only this rank's layers are ever built
+                           models.build_layers(self.model_cfg, cfg.seed, cfg.torch_dtype, only=self.layer_ids)]
             by_index = dict(zip(self.layer_ids, self.layers))
             for s, ids in mine.items():
                 stages[s] = TorchStage(nn.Sequential(*(by_index[i] for i in ids)), s == 0, s == last,
                                        lambda out, tgt: models.loss_fn(self.model_cfg, out, tgt), cfg.microbatches,
-                                       progress, recompute=cfg.recompute)
+                                       progress, recompute=cfg.recompute, split=s in split_stages(orders[r]))
             shape, dtype = models.activation_shape(self.model_cfg, cfg.microbatch_size), cfg.torch_dtype
         self.module = nn.Sequential(*self.layers)
         self.actions = add_communication(orders[r], self.placement)
@@ -88,15 +92,24 @@ class PipelineRank(RankBase):
         _, (stage, op, mb), kind = target
         return Fault(op, mb, stage, kind)
 
+    def prepare(self, step: int) -> None:
+        """What a training loop has ready before its step begins (the runner calls it outside the
+        timed region): this replica's microbatches of ``step`` on the device, gradients cleared
+        (set to None: the first backward writes them instead of adding to zeros)."""
+        if self.synthetic:
+            self._prepared = step, [torch.zeros(1)] * self.cfg.microbatches, [torch.zeros(1)] * self.cfg.microbatches
+            return
+        x, y = models.make_batch(self.model_cfg, self.cfg.batch, self.cfg.seed, step, self.cfg.torch_dtype)
+        self._prepared = (step, replica_microbatches(self.cfg, x.to(self.device), self.grid.replica),
+                          replica_microbatches(self.cfg, y.to(self.device), self.grid.replica))
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+
     def forward_backward(self, step: int) -> tuple[float, StepStats]:
         """Gradients of the mean loss over the global batch of ``step``: (that loss on every rank, stats)."""
-        if self.synthetic:
-            inputs = targets = [torch.zeros(1)] * self.cfg.microbatches
-        else:
-            x, y = models.make_batch(self.model_cfg, self.cfg.batch, self.cfg.seed, step, self.cfg.torch_dtype)
-            inputs = replica_microbatches(self.cfg, x.to(self.device), self.grid.replica)
-            targets = replica_microbatches(self.cfg, y.to(self.device), self.grid.replica)
-            self.optimizer.zero_grad(set_to_none=False)
+        if getattr(self, "_prepared", (None,))[0] != step:
+            self.prepare(step)
+        _, inputs, targets = self._prepared
         with self.watchdog.step():
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.device)

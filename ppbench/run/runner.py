@@ -12,7 +12,7 @@ from mpi4py import MPI
 
 from ppbench.config import RunConfig
 from ppbench.measure.events import EVENT_FIELDS, events_frame
-from ppbench.measure.metrics import step_metrics
+from ppbench.measure.metrics import compute_times, step_metrics
 from ppbench.measure.results import Run, write_run
 from ppbench.plan import theory
 from ppbench.plan.schedules import peak_in_flight
@@ -20,7 +20,8 @@ from ppbench.run.contention import CoreSharing
 from ppbench.run.environment import environment, set_threads
 from ppbench.run.grid import Grid
 from ppbench.run.pipeline import make_rank
-from ppbench.run.torch_impl import backward_observed
+from ppbench.run.serial import measure_serial, polite_barrier, serial_limits
+from ppbench.run.stages import polling_hook_cost
 from ppbench.run.tracer import Tracer, clock_offset, gather_rows
 from ppbench.sim.calibrate import simulated_bubble
 
@@ -47,29 +48,36 @@ def run_benchmark(cfg: RunConfig, comm: MPI.Comm, results_dir: str | None) -> di
     offset, skew = clock_offset(comm)
     skews = gather_rows(comm, np.array([[skew]]))
     tracer = Tracer(offset)
-    event_rows, step_rows = [], []
+    event_rows, step_rows, poll_rows = [], [], []
     sharing = CoreSharing(comm)
     with Grid(comm, cfg.pp, cfg.dp) as grid:
         pipe = make_rank(cfg, grid, tracer)
         env["device_used"] = str(pipe.device)
         env["cuda_aware_mpi"] = f"{pipe.cuda_aware} ({pipe.cuda_aware_how})"
+        env["wait_policy"] = pipe.wait_policy.describe() if hasattr(pipe, "wait_policy") else "inside PyTorch"
         for step in range(cfg.warmup + cfg.repeats):
             if step == cfg.warmup:
                 sharing.start()
+            pipe.prepare(step)            # data and cleared gradients: ready before the step, as in training
             comm.Barrier()
             tracer.events.clear()
             start = tracer.now()
+            polls = _polls(pipe)
             loss, stats = pipe.forward_backward(step)
             pipe.optimizer_step()
             rows = tracer.take()          # the step is over for this rank; gathering is not timed
             if step < cfg.warmup:
                 continue
+            poll_rows.append(np.subtract(_polls(pipe), polls))
             ids = np.tile([step, comm.Get_rank()], (len(rows), 1))
             event_rows.append(gather_rows(comm, np.hstack([ids, rows])))
             step_rows.append(gather_rows(comm, np.array([[step, comm.Get_rank(), grid.stage, grid.replica, start,
                                                           stats.peak_in_flight, stats.peak_saved_bytes,
                                                           stats.peak_device_bytes, loss]])))
-    contention = sharing.stop()
+        contention = sharing.stop()
+        serial = _serial_baseline(cfg, comm, pipe.device)
+        # this rank's polls per step and seconds inside them, then the hooks' cost of each poll
+        polling = comm.gather(np.mean(poll_rows, axis=0).tolist() + [_hook_cost(cfg)], root=0)
     if comm.Get_rank() != 0:
         return None
     events = events_frame(np.vstack(event_rows), ("step", "rank") + EVENT_FIELDS)
@@ -78,12 +86,38 @@ def run_benchmark(cfg: RunConfig, comm: MPI.Comm, results_dir: str | None) -> di
              for s in sorted(per_rank["step"].unique())]
     summary = _summary(cfg, steps, per_rank, events, float(skews.max()))
     summary.update(contention)
+    busiest = max(polls * hook + inside for polls, inside, hook in polling)
+    summary["poll_overhead"] = busiest / summary["step_time_median"] if summary["step_time_median"] > 0 else 0.0
+    if serial:
+        summary.update(serial_limits(serial, cfg.pp, summary["bubble_theory"], summary["iteration_time_median"]))
     record = cfg.schedule_record()
     summary["bubble_simulated"] = simulated_bubble(Run(Path(), {"config": cfg.to_dict(), "schedule": record}, events))
     summary["path"] = (str(write_run(results_dir, cfg.to_dict(), env, steps, summary, events, record))
                        if results_dir else None)
     summary["environment"] = env
     return summary
+
+
+def _polls(pipe) -> tuple[int, float]:
+    """(progress calls, seconds inside them) of this rank's transport so far; (0, 0) inside PyTorch."""
+    transport = getattr(pipe, "transport", None)
+    return (transport.polls, transport.poll_time) if transport is not None else (0, 0.0)
+
+
+def _hook_cost(cfg: RunConfig) -> float:
+    """What a model stage's polling hooks cost per poll (none for the synthetic workload, which polls
+    between its slices directly)."""
+    return 0.0 if cfg.workload == "synthetic" or cfg.impl == "torch" else polling_hook_cost()
+
+
+def _serial_baseline(cfg: RunConfig, comm: MPI.Comm, device) -> dict | None:
+    """Rank 0 times the whole model alone (cfg.serial_steps steps) while the others sleep; None elsewhere."""
+    if not cfg.serial_steps:
+        return None
+    polite_barrier(comm)
+    serial = measure_serial(cfg, device, cfg.serial_steps) if comm.Get_rank() == 0 else None
+    polite_barrier(comm)
+    return serial
 
 
 def _step_record(cfg: RunConfig, events: pd.DataFrame, ranks: pd.DataFrame) -> dict:
@@ -94,10 +128,6 @@ def _step_record(cfg: RunConfig, events: pd.DataFrame, ranks: pd.DataFrame) -> d
     metrics["throughput"] = cfg.batch / metrics["iteration_time"]
     if cfg.impl == "torch":          # its transfers happen inside PyTorch, unobserved
         metrics["overlap"] = metrics["exposed_comm"] = float("nan")
-        if not backward_observed(cfg.schedule):   # its split backward is not timed: no busy time to count
-            metrics["bubble_mean"] = metrics["bubble_max"] = metrics["utilization"] = float("nan")
-            metrics["busy_time_mean"] = float("nan")
-            metrics["bubble_per_rank"] = [float("nan")] * len(metrics["bubble_per_rank"])
     metrics["step"] = int(ranks["step"].iloc[0])
     metrics["loss"] = float(ranks["loss"].iloc[0])
     metrics["events"] = int(len(events))
@@ -122,6 +152,7 @@ def _summary(cfg: RunConfig, steps: list[dict], per_rank: pd.DataFrame, events: 
         [theory.peak_in_flight(cfg.schedule, cfg.pp, cfg.microbatches, r, cfg.chunks) for r in range(cfg.pp)],
         "peak_saved_bytes": [int(v) for v in by_stage["peak_saved_bytes"].max()],
         "peak_device_bytes": [int(v) for v in by_stage["peak_device_bytes"].max()],
+        "compute_time_per_stage": compute_times(events, cfg.plan()[1].num_stages),
         "clock_skew_max": skew,
         "trace_overhead": events_per_step * record_cost() / med["step_time"] if med["step_time"] > 0 else 0.0,
         "steps": len(steps),

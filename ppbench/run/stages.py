@@ -13,7 +13,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["TorchStage", "SyntheticStage", "SavedBytes"]
+from ppbench.run.weight_grad import DeferWeightGrads, WeightGradStore
+
+__all__ = ["TorchStage", "SyntheticStage", "SavedBytes", "polling_hook_cost"]
 
 
 class SavedBytes:
@@ -52,10 +54,12 @@ class TorchStage:
 
     def __init__(self, module: nn.Module, is_first: bool, is_last: bool,
                  loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], num_microbatches: int,
-                 progress: Callable[[], None] | None = None, recompute: bool = False):
+                 progress: Callable[[], None] | None = None, recompute: bool = False, split: bool = False):
         self.module, self.is_first, self.is_last = module, is_first, is_last
         self.loss, self.m = loss, num_microbatches
         self.recompute = recompute      # F keeps only the stage input; B runs the forward again, then backward
+        self.split = split              # backward split into I and W: linear layers' weight GEMMs wait for W
+        self.weight_grads = WeightGradStore()
         self.saved_bytes = SavedBytes(module)
         if progress is not None:
             self._poll_between_layers(progress)
@@ -86,11 +90,20 @@ class TorchStage:
             return y, (x, target), kept
         if not self.is_first:
             x.requires_grad_(True)
-        y, nbytes = self.saved_bytes.measure(lambda: self._run(x, target))
+        if self.split:
+            with DeferWeightGrads(self.weight_grads):
+                y, nbytes = self.saved_bytes.measure(lambda: self._run(x, target))
+        else:
+            y, nbytes = self.saved_bytes.measure(lambda: self._run(x, target))
         self._synchronize(y)
         return y, (x, y), nbytes
 
-    def backward(self, ctx, grad_output: torch.Tensor | None) -> torch.Tensor | None:
+    def backward(self, ctx, grad_output: torch.Tensor | None, key: object = None) -> torch.Tensor | None:
+        """B: the whole backward (in a split stage, I and then at once W, under ``key``)."""
+        if self.split:
+            grad_x = self.backward_input(ctx, grad_output, key)
+            self.backward_weight(ctx, grad_output, key)
+            return grad_x
         if self.recompute:
             x, target = ctx
             if not self.is_first:
@@ -102,21 +115,22 @@ class TorchStage:
         self._synchronize(y)
         return None if self.is_first else x.grad
 
-    def backward_input(self, ctx, grad_output: torch.Tensor | None) -> torch.Tensor | None:
-        """B of a split backward: autograd on the stage input only; the graph is kept for W."""
+    def backward_input(self, ctx, grad_output: torch.Tensor | None, key: object = None) -> torch.Tensor | None:
+        """I of a split backward: the whole backward except the linear layers' weight GEMMs, which
+        wait in the store under ``key`` for W (the stage's forward deferred them)."""
         x, y = ctx
-        if self.is_first:
-            return None                # nothing upstream needs a gradient; W does all the work
-        (grad_x,) = torch.autograd.grad(y, [x], grad_output, retain_graph=True)
-        self._synchronize(grad_x)
-        return grad_x
-
-    def backward_weight(self, ctx, grad_output: torch.Tensor | None) -> None:
-        """W of a split backward: autograd on the weights only (recomputing the activation
-        gradients B already computed: the price of splitting with plain autograd)."""
-        x, y = ctx
-        torch.autograd.backward(y, grad_output, inputs=list(self.module.parameters()))
+        self.weight_grads.collecting = key
+        try:
+            torch.autograd.backward(y, grad_output)
+        finally:
+            self.weight_grads.collecting = None
         self._synchronize(y)
+        return None if self.is_first else x.grad
+
+    def backward_weight(self, ctx, grad_output: torch.Tensor | None, key: object = None) -> None:
+        """W of a split backward: the weight gradients I left in the store under ``key``."""
+        self.weight_grads.compute(key)
+        self._synchronize(next(self.module.parameters(), torch.empty(0)))
 
     @staticmethod
     def _synchronize(tensor: torch.Tensor) -> None:
@@ -124,6 +138,28 @@ class TorchStage:
         output is complete before MPI (or a host copy) reads it."""
         if tensor.is_cuda:
             torch.cuda.synchronize(tensor.device)
+
+
+class _Copy(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 1.0
+
+
+def polling_hook_cost(samples: int = 2000) -> float:
+    """Seconds one poll's hook adds on this machine, with nothing to poll: a TorchStage layer polls
+    twice (before its forward, and from a hook on its output's gradient in the backward); what it
+    pays besides the transfers' Tests, which the transport times itself."""
+    def run(layers: nn.Sequential) -> float:
+        x = torch.zeros(1, requires_grad=True)
+        start = time.perf_counter()
+        for _ in range(samples):
+            layers(x).backward()
+        return time.perf_counter() - start
+
+    bare = run(nn.Sequential(*(_Copy() for _ in range(4))))
+    hooked = nn.Sequential(*(_Copy() for _ in range(4)))
+    TorchStage(hooked, True, False, lambda out, tgt: out, 1, progress=lambda: None)
+    return max(run(hooked) - bare, 0.0) / (samples * 2 * len(hooked))
 
 
 class SyntheticStage:
@@ -154,15 +190,15 @@ class SyntheticStage:
         loss = torch.zeros(()) if self.is_last else self.out
         return loss, None, 0
 
-    def backward(self, ctx, grad_output):
+    def backward(self, ctx, grad_output, key=None):
         self._work(self.t_bwd)
         return None if self.is_first else self.out
 
-    def backward_input(self, ctx, grad_output):
+    def backward_input(self, ctx, grad_output, key=None):
         """Half of the backward time: the split schedules' B."""
         self._work(self.t_bwd / 2)
         return None if self.is_first else self.out
 
-    def backward_weight(self, ctx, grad_output) -> None:
+    def backward_weight(self, ctx, grad_output, key=None) -> None:
         """The other half: the split schedules' W."""
         self._work(self.t_bwd / 2)

@@ -1,8 +1,12 @@
 """PyTorch's own ``torch.distributed.pipelining`` behind ppbench's harness (``--impl torch``).
 
 Same models, data, reference and result records; gloo process groups are set up from the MPI
-job (no other launcher). Its compute is timed through module hooks, so its bubble comes from
-the same metrics code; its transfers happen inside PyTorch and are not observed (overlap NaN).
+job (no other launcher). Its compute is timed by wrapping each ``PipelineStage``'s own
+``forward_one_chunk``, ``backward_one_chunk`` and ``backward_weight_one_chunk``: an F, a B (or
+I when PyTorch splits the backward) and a W event cover the whole work of the stage for that
+microbatch, so its bubble comes from the same metrics code as ppbench's. (The loss, which
+PyTorch computes outside ``forward_one_chunk``, is not part of the last stage's F.) Its
+transfers happen inside PyTorch and are not observed (overlap NaN).
 """
 
 from __future__ import annotations
@@ -18,23 +22,12 @@ from ppbench.plan.schedules import SCHEDULES, placement_for
 from ppbench.run import models
 from ppbench.run.executor import StepStats
 from ppbench.run.grid import Grid
-from ppbench.run.partition import partition_layers
 from ppbench.run.rank import RankBase, rank_layers
 from ppbench.run.tracer import Tracer
 from ppbench.run.training import average_gradients, global_loss, make_optimizer, replica_microbatches
 
-__all__ = ["TorchPipelineRank", "SPLIT_BACKWARD_CLASSES", "backward_observed"]
+__all__ = ["TorchPipelineRank"]
 
-#: PyTorch classes that split the backward into I and W. A module's full backward hooks make its
-#: outputs views, which their input-gradient step cannot detach in place when two stages on one
-#: rank hand a tensor over (V placement), so these get forward hooks only: F is timed, I and W
-#: (inside PyTorch) are not, and their bubble is reported as not observed (NaN).
-SPLIT_BACKWARD_CLASSES = ("ScheduleInterleavedZeroBubble", "ScheduleZBVZeroBubble", "ScheduleDualPipeV")
-
-
-def backward_observed(schedule: str) -> bool:
-    """Whether ``--impl torch`` times this schedule's backward (not the split I/W inside PyTorch)."""
-    return SCHEDULES[schedule].torch_class not in SPLIT_BACKWARD_CLASSES
 
 def _init_gloo(grid: Grid) -> None:
     """One gloo process group over the MPI world (rank 0's host and a free port, sent over MPI)."""
@@ -79,19 +72,19 @@ class TorchPipelineRank(RankBase):
         groups = _pipeline_groups(cfg.pp, cfg.dp)
         p, v, r = cfg.pp, cfg.chunks, grid.stage
         placement = placement_for(cfg.schedule, p, v)
-        layers = models.build_layers(self.model_cfg, cfg.seed, cfg.torch_dtype)
-        self.split = partition_layers(layers, placement.num_stages)
+        self.split = models.stage_split(self.model_cfg, placement.num_stages)
         mine = rank_layers(self.split, placement, r)
         self.layer_ids = [i for s in mine for i in mine[s]]
-        self.layers = [layers[i] for i in self.layer_ids]
+        self.layers = models.build_layers(self.model_cfg, cfg.seed, cfg.torch_dtype, only=self.layer_ids)
+        layers = dict(zip(self.layer_ids, self.layers))
         self.module = nn.Sequential(*self.layers)
         self.stages, self.chunk_modules = [], []
         for s, ids in mine.items():
             chunk = nn.Sequential(*(layers[i] for i in ids))
-            self._time(chunk, s, backward=backward_observed(cfg.schedule))
             self.chunk_modules.append(chunk)
-            self.stages.append(pipelining.PipelineStage(chunk, s, placement.num_stages, self.device,
-                                                        group=groups[grid.replica]))
+            stage = pipelining.PipelineStage(chunk, s, placement.num_stages, self.device, group=groups[grid.replica])
+            self._time(stage, s)
+            self.stages.append(stage)
         schedule_cls = getattr(pipelining, SCHEDULES[cfg.schedule].torch_class)
         stages = self.stages if SCHEDULES[cfg.schedule].default_chunks > 1 else self.stages[0]
         self.schedule = schedule_cls(stages, n_microbatches=cfg.microbatches, scale_grads=True,
@@ -101,38 +94,35 @@ class TorchPipelineRank(RankBase):
         self.loss_rank = placement.rank_of(placement.num_stages - 1)
         self.holds_target = self.loss_rank == r
 
-    def _time(self, chunk: nn.Module, stage: int, backward: bool = True) -> None:
-        """F (and, if ``backward``, B) events from module hooks, numbered in call order within a step."""
-        state = {"F": 0, "B": 0, "start": 0.0}
+    def _time(self, stage, index: int) -> None:
+        """Trace F, B, I and W of ``stage`` (virtual stage ``index``) around PyTorch's own calls."""
+        tracer = self.tracer
 
-        def f_start(module, args):
-            state["start"] = self.tracer.now()
+        def timed(method, op_of):
+            def call(chunk_id, *args, **kwargs):
+                start = tracer.now()
+                out = method(chunk_id, *args, **kwargs)
+                tracer.record(op_of(kwargs), index, chunk_id, start, tracer.now())
+                return out
+            return call
 
-        def f_end(module, args, out):
-            self.tracer.record("F", stage, state["F"], state["start"], self.tracer.now())
-            state["F"] += 1
+        stage.forward_one_chunk = timed(stage.forward_one_chunk, lambda kw: "F")
+        stage.backward_one_chunk = timed(stage.backward_one_chunk,
+                                         lambda kw: "B" if kw.get("full_backward", True) else "I")
+        stage.backward_weight_one_chunk = timed(stage.backward_weight_one_chunk, lambda kw: "W")
 
-        def b_start(module, grad_out):
-            state["bstart"] = self.tracer.now()
-
-        def b_end(module, grad_in, grad_out):
-            self.tracer.record("B", stage, state["B"], state["bstart"], self.tracer.now())
-            state["B"] += 1
-
-        chunk.register_forward_pre_hook(f_start)
-        chunk.register_forward_hook(f_end)
-        if backward:
-            chunk.register_full_backward_pre_hook(b_start)
-            chunk.register_full_backward_hook(b_end)
-        self._counters = getattr(self, "_counters", []) + [state]
+    def prepare(self, step: int) -> None:
+        """This replica's batch of ``step`` (PyTorch splits it into microbatches itself) and cleared
+        gradients, outside the timed step."""
+        x, y = models.make_batch(self.model_cfg, self.cfg.batch, self.cfg.seed, step, self.cfg.torch_dtype)
+        self._prepared = (step, torch.cat(replica_microbatches(self.cfg, x, self.grid.replica)),
+                          torch.cat(replica_microbatches(self.cfg, y, self.grid.replica)))
+        self.optimizer.zero_grad(set_to_none=True)
 
     def forward_backward(self, step: int) -> tuple[float, StepStats]:
-        x, y = models.make_batch(self.model_cfg, self.cfg.batch, self.cfg.seed, step, self.cfg.torch_dtype)
-        x = torch.cat(replica_microbatches(self.cfg, x, self.grid.replica))
-        y = torch.cat(replica_microbatches(self.cfg, y, self.grid.replica))
-        for state in self._counters:
-            state["F"] = state["B"] = 0
-        self.optimizer.zero_grad(set_to_none=False)
+        if getattr(self, "_prepared", (None,))[0] != step:
+            self.prepare(step)
+        _, x, y = self._prepared
         losses: list[torch.Tensor] = []
         args = (x,) if self.holds_input else ()
         kwargs = {"target": y, "losses": losses} if self.holds_target else {}

@@ -29,6 +29,9 @@ def average_gradients(params: list[torch.nn.Parameter], data: MPI.Comm, dp: int,
 
     ``staging``: GPU gradients go through host memory (MPI not CUDA-aware).
     """
+    for p in params:               # a parameter no microbatch reached (gradients were set to None)
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
     grads = [p.grad for p in params]
     flat = torch.cat([g.reshape(-1) for g in grads])
     wire = flat.cpu() if staging else flat

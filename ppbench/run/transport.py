@@ -2,8 +2,9 @@
 in one process.
 
 Every transfer is non-blocking (post, then test or wait), so no pair of ranks can deadlock on the
-order of two sends. Waiting is polite: test, then a short sleep, because a spinning receive
-steals the core from working ranks when there are more ranks than cores. Each transfer is traced
+order of two sends. Between tests a wait follows a :class:`~ppbench.run.waiting.WaitPolicy`: spin,
+then yield, then sleep (no spin when ranks share cores: a spinning receive steals the core from
+working ranks). Each transfer is traced
 from its post to the moment its completion is observed; time spent blocked is traced as WAIT.
 
 - :class:`MpiTransport`: mpi4py's buffer API (Isend/Irecv; never pickle) on a communicator.
@@ -24,6 +25,7 @@ import torch
 
 from ppbench.plan.actions import Action, Op
 from ppbench.run.tracer import Tracer
+from ppbench.run.waiting import WaitPolicy
 
 __all__ = ["Transport", "MpiTransport", "LocalHub", "LocalTransport", "TransferTimeout"]
 
@@ -52,17 +54,18 @@ class Transport:
 
     tag_limit: int | None = None          # largest tag allowed (None: no limit)
 
-    def __init__(self, tracer: Tracer | None = None, poll_interval: float = 1e-4,
+    def __init__(self, tracer: Tracer | None = None, wait_policy: WaitPolicy | None = None,
                  peer_names: list[int] | None = None, device: torch.device = torch.device("cpu"),
                  staging: bool = False, wait_limit: float | None = None):
         self.device = device
         self.staging = staging            # device tensors travel through host buffers
         self.tracer = tracer or Tracer(enabled=False)
-        self.poll_interval = poll_interval
+        self.wait_policy = wait_policy or WaitPolicy()
         self.peer_names = peer_names      # world rank of each pipe rank, for traces and messages
         self.wait_limit = wait_limit
         self._sends: list[_Transfer] = []
         self._recvs: dict[Action, _Transfer] = {}
+        self.polls, self.poll_time = 0, 0.0
         self._waiting: list[_Transfer] = []
 
     def _isend(self, buf: torch.Tensor, peer: int, tag: int):
@@ -111,10 +114,14 @@ class Transport:
         self._retire_sends()
 
     def progress(self) -> None:
-        """Let outstanding transfers move forward without waiting; note completions."""
+        """Let outstanding transfers move forward without waiting; note completions. Calls and the
+        time spent inside them are counted (``polls``, ``poll_time``) for the polling overhead."""
+        self.polls += 1
         if self._sends or self._recvs:
+            start = time.perf_counter()
             self._test(self._sends + list(self._recvs.values()))
             self._retire_sends()
+            self.poll_time += time.perf_counter() - start
 
     def finish(self) -> None:
         """End of step: every send completed; no receive may be left over."""
@@ -139,7 +146,7 @@ class Transport:
         everything = transfers + [t for t in self._sends + list(self._recvs.values()) if t not in transfers]
         self._waiting = transfers
         while True:
-            time.sleep(self.poll_interval)
+            self.wait_policy.pause(time.monotonic() - begun)
             self._test(everything)
             if all(t.done is not None for t in transfers):
                 break
