@@ -23,6 +23,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ppbench.plan.schedules import SCHEDULES  # noqa: E402  (after the repository joins the path)
 
 
 def _json_line(text: str) -> dict:
@@ -32,8 +35,9 @@ def _json_line(text: str) -> dict:
     raise RuntimeError(f"no JSON in output:\n{text[-2000:]}")
 
 
-def _run(cmd: list[str], env: dict | None = None) -> dict:
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=1800)
+def _run(cmd: list[str], cwd: str | None = None) -> dict:
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=1800,
+                          env={**os.environ, "PYTHONPATH": cwd} if cwd else None)
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return _json_line(proc.stdout)
@@ -51,7 +55,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--serial-steps", type=int, default=5)
-    parser.add_argument("--before", help="another ppbench checkout to launch too (its directory)")
+    parser.add_argument("--before", help="another ppbench checkout to launch too (its directory; it runs from "
+                                         "there, so `python -m ppbench` imports that checkout)")
     parser.add_argument("--no-torch", action="store_true", help="skip --impl torch and PyTorch-direct")
     parser.add_argument("--json", help="also write every launch's numbers to this file")
     args = parser.parse_args()
@@ -63,12 +68,12 @@ def main() -> None:
     for schedule in args.schedules.split(","):
         variants = {
             "ppbench": ([python, "-m", "ppbench", "run", "--schedule", schedule, *common, "--no-save", "--json",
-                         "--serial-steps", str(args.serial_steps)], None),
+                         "--serial-steps", str(args.serial_steps)], None),   # (command, working directory)
         }
         if args.before:
             variants["ppbench before"] = ([python, "-m", "ppbench", "run", "--schedule", schedule, *common,
-                                           "--no-save", "--json"], {"PYTHONPATH": args.before})
-        if not args.no_torch:
+                                           "--no-save", "--json"], str(Path(args.before).resolve()))
+        if not args.no_torch and SCHEDULES[schedule].torch_class:      # PyTorch has this schedule
             variants["--impl torch"] = ([python, "-m", "ppbench", "run", "--schedule", schedule, "--impl", "torch",
                                          *common, "--no-save", "--json"], None)
             mpiexec = str(Path(python).parent / "mpiexec")
@@ -78,8 +83,8 @@ def main() -> None:
                                            "--size", args.size, "--global-batch", str(args.global_batch),
                                            "--dtype", args.dtype, "--repeats", str(args.repeats)], None)
         for rnd in range(args.rounds):
-            for name, (cmd, env) in variants.items():
-                out = _run(cmd, env)
+            for name, (cmd, cwd) in variants.items():
+                out = _run(cmd, cwd)
                 launches.append({"schedule": schedule, "round": rnd, "variant": name,
                                  "iteration_time": out["iteration_time_median"],
                                  "efficiency": out.get("efficiency"), "limit": out.get("limit_iteration_time"),

@@ -76,11 +76,21 @@ def test_synthetic_run_records_every_action(tmp_path, schedule, transport):
 
 @pytest.mark.mpi
 def test_model_run_records_loss_memory_and_environment(tmp_path):
-    cfg, summary = run(tmp_path, schedule="gpipe", microbatches=2, model="gpt", repeats=2)
+    cfg, summary = run(tmp_path, schedule="gpipe", microbatches=2, model="gpt", repeats=2, serial_steps=1)
     if summary is None:
         return
     meta = read_run(summary["path"]).meta
     assert meta["config"] == cfg.to_dict()
+    assert meta["environment"]["wait_policy"].endswith(" us)") and "sleep 100 us" in meta["environment"]["wait_policy"]
+    # the serial baseline and what follows from it, as docs/metrics.md defines them
+    fb, opt, bubble = summary["serial_fb_time"], summary["serial_optimizer_time"], summary["bubble_theory"]
+    assert summary["serial_steps"] == 1 and fb > 0
+    assert summary["limit_iteration_time"] == pytest.approx(fb / (WORLD * (1 - bubble)) + opt / WORLD, rel=1e-12)
+    assert summary["efficiency"] == pytest.approx(summary["limit_iteration_time"] / summary["iteration_time_median"],
+                                                  rel=1e-12)
+    times = summary["compute_time_per_stage"]
+    assert all(len(v) == WORLD for v in times.values())
+    assert all(t > 0 for op in ("F", "B") for t in times[op]) and all(math.isnan(t) for op in "IW" for t in times[op])
     assert meta["environment"]["world_size"] == WORLD and meta["environment"]["mpi_library"].startswith("MPICH")
     assert len(meta["steps"]) == 2 and all(math.isfinite(s["loss"]) for s in meta["steps"])
     assert all(b > 0 for b in summary["peak_saved_bytes"])       # GPT stages save activations

@@ -20,7 +20,7 @@ from ppbench.run.contention import CoreSharing
 from ppbench.run.environment import environment, set_threads
 from ppbench.run.grid import Grid
 from ppbench.run.pipeline import make_rank
-from ppbench.run.serial import measure_serial, polite_barrier, serial_limits
+from ppbench.run.serial import SerialBaseline, polite_barrier, serial_limits
 from ppbench.run.stages import polling_hook_cost
 from ppbench.run.tracer import Tracer, clock_offset, gather_rows
 from ppbench.sim.calibrate import simulated_bubble
@@ -55,6 +55,8 @@ def run_benchmark(cfg: RunConfig, comm: MPI.Comm, results_dir: str | None) -> di
         env["device_used"] = str(pipe.device)
         env["cuda_aware_mpi"] = f"{pipe.cuda_aware} ({pipe.cuda_aware_how})"
         env["wait_policy"] = pipe.wait_policy.describe() if hasattr(pipe, "wait_policy") else "inside PyTorch"
+        # rank 0 holds the serial baseline: one of its steps follows each measured pipeline step
+        serial = (SerialBaseline(cfg, pipe.device) if comm.Get_rank() == 0 else False) if cfg.serial_steps else None
         for step in range(cfg.warmup + cfg.repeats):
             if step == cfg.warmup:
                 sharing.start()
@@ -69,13 +71,18 @@ def run_benchmark(cfg: RunConfig, comm: MPI.Comm, results_dir: str | None) -> di
             if step < cfg.warmup:
                 continue
             poll_rows.append(np.subtract(_polls(pipe), polls))
+            if serial is not None and step - cfg.warmup < cfg.serial_steps:
+                _serial_step(serial, comm, step)
             ids = np.tile([step, comm.Get_rank()], (len(rows), 1))
             event_rows.append(gather_rows(comm, np.hstack([ids, rows])))
             step_rows.append(gather_rows(comm, np.array([[step, comm.Get_rank(), grid.stage, grid.replica, start,
                                                           stats.peak_in_flight, stats.peak_saved_bytes,
                                                           stats.peak_device_bytes, loss]])))
         contention = sharing.stop()
-        serial = _serial_baseline(cfg, comm, pipe.device)
+        if serial is not None:
+            for extra in range(cfg.warmup + cfg.repeats, cfg.warmup + cfg.serial_steps):   # more than repeats
+                _serial_step(serial, comm, extra)
+            serial = serial.result() if comm.Get_rank() == 0 else None
         # this rank's polls per step and seconds inside them, then the hooks' cost of each poll
         polling = comm.gather(np.mean(poll_rows, axis=0).tolist() + [_hook_cost(cfg)], root=0)
     if comm.Get_rank() != 0:
@@ -110,14 +117,12 @@ def _hook_cost(cfg: RunConfig) -> float:
     return 0.0 if cfg.workload == "synthetic" or cfg.impl == "torch" else polling_hook_cost()
 
 
-def _serial_baseline(cfg: RunConfig, comm: MPI.Comm, device) -> dict | None:
-    """Rank 0 times the whole model alone (cfg.serial_steps steps) while the others sleep; None elsewhere."""
-    if not cfg.serial_steps:
-        return None
+def _serial_step(serial, comm: MPI.Comm, step: int) -> None:
+    """One serial-baseline step on rank 0 while the other ranks sleep (``serial`` is False there)."""
     polite_barrier(comm)
-    serial = measure_serial(cfg, device, cfg.serial_steps) if comm.Get_rank() == 0 else None
+    if serial:
+        serial.step(step)
     polite_barrier(comm)
-    return serial
 
 
 def _step_record(cfg: RunConfig, events: pd.DataFrame, ranks: pd.DataFrame) -> dict:

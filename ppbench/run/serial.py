@@ -25,7 +25,7 @@ from ppbench.run import models
 from ppbench.run.stages import SyntheticStage
 from ppbench.run.training import make_optimizer, replica_microbatches
 
-__all__ = ["measure_serial", "serial_limits", "polite_barrier"]
+__all__ = ["SerialBaseline", "serial_limits", "polite_barrier"]
 
 
 def polite_barrier(comm, pause: float = 1e-3) -> None:
@@ -36,42 +36,57 @@ def polite_barrier(comm, pause: float = 1e-3) -> None:
         time.sleep(pause)
 
 
-def measure_serial(cfg: RunConfig, device: torch.device, steps: int) -> dict:
-    """Median seconds of the forward-backward (accumulated over m microbatches) and of the
-    optimizer step, over ``steps`` steps after one warm-up step."""
-    fb, opt = [], []
-    if cfg.workload == "synthetic":
-        # one stage doing the work of all p ranks: m F of p x t_fwd and m B of p x t_bwd
-        stage = SyntheticStage(cfg.pp * cfg.t_fwd, cfg.pp * cfg.t_bwd, 4, True, True, recompute=cfg.recompute)
-        for _ in range(steps + 1):
+class SerialBaseline:
+    """The whole model on one rank (rank 0 of the job), stepped one training step at a time, so the
+    runner can interleave its steps with the pipeline's: both then see the same machine (a noisy
+    host drifts by tens of percent within a minute)."""
+
+    def __init__(self, cfg: RunConfig, device: torch.device):
+        self.cfg, self.device = cfg, device
+        self.fb: list[float] = []
+        self.opt: list[float] = []
+        if cfg.workload == "synthetic":
+            # one stage doing the work of all p ranks: m F of p x t_fwd and m B of p x t_bwd
+            self.stage = SyntheticStage(cfg.pp * cfg.t_fwd, cfg.pp * cfg.t_bwd, 4, True, True, recompute=cfg.recompute)
+        else:
+            self.model_cfg = cfg.model_config()
+            layers = models.build_layers(self.model_cfg, cfg.seed, cfg.torch_dtype)
+            self.model = nn.Sequential(*layers).to(device)
+            self.optimizer = make_optimizer(cfg, list(self.model.parameters()))
+        self.step(0, record=False)          # warm-up
+
+    def step(self, step: int, record: bool = True) -> None:
+        """One training step on the batch of ``step`` (data made and gradients cleared before timing)."""
+        cfg = self.cfg
+        if cfg.workload == "synthetic":
             start = time.perf_counter()
             for _ in range(cfg.microbatches):
-                stage.forward(None, None)
+                self.stage.forward(None, None)
             for _ in range(cfg.microbatches):
-                stage.backward(None, None)
-            fb.append(time.perf_counter() - start)
-            opt.append(0.0)
-    else:
-        model_cfg = cfg.model_config()
-        model = nn.Sequential(*models.build_layers(model_cfg, cfg.seed, cfg.torch_dtype)).to(device)
-        optimizer = make_optimizer(cfg, list(model.parameters()))
-        for step in range(steps + 1):
-            x, y = models.make_batch(model_cfg, cfg.batch, cfg.seed, step, cfg.torch_dtype)
-            inputs = replica_microbatches(cfg, x.to(device), 0)
-            targets = replica_microbatches(cfg, y.to(device), 0)
-            optimizer.zero_grad(set_to_none=True)
-            _synchronize(device)
+                self.stage.backward(None, None)
+            fb, opt = time.perf_counter() - start, 0.0
+        else:
+            x, y = models.make_batch(self.model_cfg, cfg.batch, cfg.seed, step, cfg.torch_dtype)
+            inputs = replica_microbatches(cfg, x.to(self.device), 0)
+            targets = replica_microbatches(cfg, y.to(self.device), 0)
+            self.optimizer.zero_grad(set_to_none=True)
+            _synchronize(self.device)
             start = time.perf_counter()
             for xb, yb in zip(inputs, targets):
-                (models.loss_fn(model_cfg, model(xb), yb) / cfg.microbatches).backward()
-            _synchronize(device)
+                (models.loss_fn(self.model_cfg, self.model(xb), yb) / cfg.microbatches).backward()
+            _synchronize(self.device)
             middle = time.perf_counter()
-            optimizer.step()
-            _synchronize(device)
-            fb.append(middle - start)
-            opt.append(time.perf_counter() - middle)
-    return {"serial_fb_time": statistics.median(fb[1:]), "serial_optimizer_time": statistics.median(opt[1:]),
-            "serial_steps": steps}
+            self.optimizer.step()
+            _synchronize(self.device)
+            fb, opt = middle - start, time.perf_counter() - middle
+        if record:
+            self.fb.append(fb)
+            self.opt.append(opt)
+
+    def result(self) -> dict:
+        """Median forward-backward (accumulated over m microbatches) and optimizer seconds."""
+        return {"serial_fb_time": statistics.median(self.fb), "serial_optimizer_time": statistics.median(self.opt),
+                "serial_steps": len(self.fb)}
 
 
 def serial_limits(serial: dict, p: int, bubble_theory: float, iteration_time: float) -> dict:

@@ -15,6 +15,9 @@ from torch import nn
 
 from ppbench.run.weight_grad import DeferWeightGrads, WeightGradStore
 
+#: seconds of computation between two polls of a stage's transfers, at least
+POLL_EVERY = 50e-6
+
 __all__ = ["TorchStage", "SyntheticStage", "SavedBytes", "polling_hook_cost"]
 
 
@@ -61,24 +64,44 @@ class TorchStage:
         self.split = split              # backward split into I and W: linear layers' weight GEMMs wait for W
         self.weight_grads = WeightGradStore()
         self.saved_bytes = SavedBytes(module)
-        if progress is not None:
-            self._poll_between_layers(progress)
+        self._saved_by_shape: dict[tuple, int] = {}
+        self.progress = progress        # polled between layers, forward and backward
 
-    def _poll_between_layers(self, progress: Callable[[], None]) -> None:
-        def before_layer(module, args):
-            progress()
-
-        def after_layer(module, args, output):
-            if isinstance(output, torch.Tensor) and output.requires_grad:
-                output.register_hook(lambda grad: progress())   # runs between layers in backward
-
-        for layer in self.module:
-            layer.register_forward_pre_hook(before_layer)
-            layer.register_forward_hook(after_layer)
+    def _poll_grad(self, grad: torch.Tensor) -> None:
+        self.progress()
 
     def _run(self, x: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        y = self.module(x)
-        return self.loss(y, target) / self.m if self.is_last else y
+        """The layers one by one (the module's own order), polling transfers between them: directly in
+        the forward, from a hook on a layer's output in the backward. Polls are at least POLL_EVERY
+        seconds of computation apart (tiny layers would otherwise pay more for polling than they
+        compute); the backward's hooks go where at least half that much forward time has passed,
+        the backward costing about twice the forward."""
+        if self.progress is None:
+            for layer in self.module:
+                x = layer(x)
+        else:
+            polled = hooked = time.perf_counter()
+            self.progress()
+            for layer in self.module:
+                now = time.perf_counter()
+                if now - polled >= POLL_EVERY:
+                    self.progress()
+                    polled = now
+                x = layer(x)
+                if x.requires_grad and time.perf_counter() - hooked >= POLL_EVERY / 2:
+                    x.register_hook(self._poll_grad)
+                    hooked = time.perf_counter()
+        return self.loss(x, target) / self.m if self.is_last else x
+
+    def _measured(self, x: torch.Tensor, target: torch.Tensor | None) -> tuple[torch.Tensor, int]:
+        """(output, activation bytes saved for backward): counted with saved-tensor hooks on the first
+        microbatch of each input shape, then reused (the same layers save the same tensors for the
+        same shapes, and the hooks would cost every microbatch their Python calls)."""
+        key = (tuple(x.shape), x.dtype, x.requires_grad, None if target is None else tuple(target.shape))
+        if key not in self._saved_by_shape:
+            y, self._saved_by_shape[key] = self.saved_bytes.measure(lambda: self._run(x, target))
+            return y, self._saved_by_shape[key]
+        return self._run(x, target), self._saved_by_shape[key]
 
     def forward(self, x: torch.Tensor, target: torch.Tensor | None):
         """Returns (tensor to send downstream or the scaled loss, context for backward, saved bytes)."""
@@ -92,9 +115,9 @@ class TorchStage:
             x.requires_grad_(True)
         if self.split:
             with DeferWeightGrads(self.weight_grads):
-                y, nbytes = self.saved_bytes.measure(lambda: self._run(x, target))
+                y, nbytes = self._measured(x, target)
         else:
-            y, nbytes = self.saved_bytes.measure(lambda: self._run(x, target))
+            y, nbytes = self._measured(x, target)
         self._synchronize(y)
         return y, (x, y), nbytes
 
@@ -140,26 +163,24 @@ class TorchStage:
             torch.cuda.synchronize(tensor.device)
 
 
-class _Copy(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * 1.0
-
-
-def polling_hook_cost(samples: int = 2000) -> float:
-    """Seconds one poll's hook adds on this machine, with nothing to poll: a TorchStage layer polls
-    twice (before its forward, and from a hook on its output's gradient in the backward); what it
-    pays besides the transfers' Tests, which the transport times itself."""
-    def run(layers: nn.Sequential) -> float:
+def polling_hook_cost(samples: int = 1000) -> float:
+    """Seconds one backward poll's gradient hook costs on this machine (registering it in the forward,
+    calling it in the backward), with nothing to poll. A forward poll is a direct call and costs less;
+    the transport times what happens inside a poll itself. So polls x this is an upper bound of
+    what polling adds to a step besides the transfers' Tests."""
+    def run(hook: bool) -> float:
         x = torch.zeros(1, requires_grad=True)
         start = time.perf_counter()
         for _ in range(samples):
-            layers(x).backward()
+            y = x * 1.0
+            if hook:
+                y.register_hook(lambda grad: None)
+            y.backward()
         return time.perf_counter() - start
 
-    bare = run(nn.Sequential(*(_Copy() for _ in range(4))))
-    hooked = nn.Sequential(*(_Copy() for _ in range(4)))
-    TorchStage(hooked, True, False, lambda out, tgt: out, 1, progress=lambda: None)
-    return max(run(hooked) - bare, 0.0) / (samples * 2 * len(hooked))
+    run(True)                                   # warm up; then the fastest of 5 alternations each
+    hooked, bare = (min(times) for times in zip(*((run(True), run(False)) for _ in range(5))))
+    return max(hooked - bare, 0.0) / samples
 
 
 class SyntheticStage:
