@@ -57,17 +57,19 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """The asv suite on a small grid (a few minutes on 2 cores), saved under .asv/ and published.
+    """The asv suite on a small grid (a few minutes on 2 cores) in this environment, saved under
+    .asv/results for the current commit and published.
 
     ``nox -s bench -- --full`` runs the whole grid. Other arguments go to ``asv run``. Result files
-    also land in results/asv-<time>/ for ``ppbench report results/``.
+    also land in results/asv-<time>/ for ``ppbench report results/``. (Plain ``asv run`` builds its
+    own environment instead and benchmarks commits: docs/results.md.)
     """
     _require_ppbench(session)
     full = "--full" in session.posargs
     args = [a for a in session.posargs if a != "--full"]
     commit = session.run("git", "rev-parse", "HEAD", silent=True, external=True).strip()
     session.run("asv", "machine", "--yes", external=True)
-    session.run("asv", "run", "--set-commit-hash", commit, "--show-stderr", *args, external=True,
+    session.run("asv", "run", "--python=same", "--set-commit-hash", commit, "--show-stderr", *args, external=True,
                 env={"PPBENCH_BENCH_QUICK": "0" if full else "1"})
     session.run("asv", "publish", external=True)
     session.log("view with: asv preview (then open the address it prints)")
@@ -75,7 +77,12 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def asv_check(session: nox.Session) -> None:
-    """Benchmarks import and are well formed (what CI runs instead of the sweep)."""
+    """What CI runs of asv: the benchmarks import and are well formed (in this environment), and
+    ``asv.conf.json`` works: asv builds its own environment from the matrix, installs this commit
+    into it and runs one small benchmark quickly (a broken configuration or matrix fails here)."""
     _require_ppbench(session)
     session.run("asv", "machine", "--yes", external=True)
-    session.run("asv", "check", external=True)
+    session.run("asv", "check", "--python=same", external=True)
+    commit = session.run("git", "rev-parse", "HEAD", silent=True, external=True).strip()
+    session.run("asv", "run", "--quick", "--show-stderr", "-b", "ExecutorStep.time_step", f"{commit}^!",
+                external=True)

@@ -1,0 +1,35 @@
+"""The executor's own cost: one step of a plan whose computations take no time, on one rank in
+one process (no MPI, no threads), so the time is the executor's bookkeeping per action and
+nothing else. This is the benchmark that catches a slower executor between commits (recipe in
+docs/results.md): it is CPU-bound and single-threaded, so it varies little on a busy machine.
+"""
+
+M = 512        # microbatches: 1024 actions (F and B, or F, I and W) per step
+
+
+class ExecutorStep:
+    params = [["1f1b", "zb-h1"]]
+    param_names = ["schedule"]
+    number = 5
+    repeat = (10, 30, 30.0)     # at least 10 samples, at most 30 or 30 s
+    warmup_time = 0.2
+
+    def setup(self, schedule):
+        import torch
+
+        from ppbench.plan.comm import add_communication
+        from ppbench.plan.schedules import compute_order, placement_for
+        from ppbench.run.executor import Executor
+        from ppbench.run.stages import SyntheticStage
+        from ppbench.run.transport import LocalHub, LocalTransport
+
+        placement = placement_for(schedule, 1)
+        order = compute_order(schedule, 1, M, 0)
+        stages = {s: SyntheticStage(0.0, 0.0, 4, True, True) for s in placement.stages_of(0)}
+        self.executor = Executor(rank=0, placement=placement, stages=stages,
+                                 actions=add_communication(order, placement), transport=LocalTransport(LocalHub(), 0),
+                                 mode="nonblocking", activation_shape=(1,), dtype=torch.float32, num_microbatches=M)
+        self.data = [torch.zeros(1)] * M
+
+    def time_step(self, schedule):
+        self.executor.run(self.data, self.data)
