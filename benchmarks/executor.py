@@ -10,8 +10,9 @@ M = 512        # microbatches: 1024 actions (F and B, or F, I and W) per step
 class ExecutorStep:
     params = [["1f1b", "zb-h1"]]
     param_names = ["schedule"]
-    number = 5
-    repeat = (10, 30, 30.0)     # at least 10 samples, at most 30 or 30 s
+    number = 3
+    repeat = (10, 20, 10.0)     # per round: at least 10 samples, at most 20 or 10 s
+    rounds = 4                  # with --interleave-rounds, the compared commits alternate round by round
     warmup_time = 0.2
 
     def setup(self, schedule):
