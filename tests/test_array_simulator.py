@@ -34,11 +34,10 @@ def test_array_orders_equal_the_readable_orders(name):
         assert [arrays.actions(r) for r in range(p)] == [compute_order(name, p, m, r, v) for r in range(p)]
 
 
-@pytest.mark.parametrize("compiled", [False, True], ids=["python", "numba"])
 @pytest.mark.parametrize("name", list(SCHEDULES))
-def test_array_simulation_equals_the_reference_simulation(name, compiled, monkeypatch):
-    monkeypatch.setattr(jit, "COMPILE_ABOVE", 0 if compiled else 10**9)
-    rng = random.Random(f"{name}{compiled}")
+def test_array_simulation_equals_the_reference_simulation(name, monkeypatch):
+    """Both array simulators (plain Python and numba-compiled) against one reference simulation per case."""
+    rng = random.Random(name)
     for _, p, m, v in [c for c in CASES if c[0] == name]:
         placement = placement_for(name, p, v)
         for mode in ("blocking", "nonblocking"):
@@ -46,18 +45,22 @@ def test_array_simulation_equals_the_reference_simulation(name, compiled, monkey
             try:
                 ref = simulate(build_schedule(name, p, m, v), costs, mode, placement)
             except DeadlockError as deadlock:
-                with pytest.raises(DeadlockError) as also:
-                    simulate_arrays(schedule_arrays(name, p, m, v), costs, mode)
-                assert also.value.stuck == deadlock.stuck
+                for compiled in (False, True):
+                    monkeypatch.setattr(jit, "COMPILE_ABOVE", 0 if compiled else 10**9)
+                    with pytest.raises(DeadlockError) as also:
+                        simulate_arrays(schedule_arrays(name, p, m, v), costs, mode)
+                    assert also.value.stuck == deadlock.stuck
                 continue
-            sim = simulate_arrays(schedule_arrays(name, p, m, v), costs, mode)
             compute = [e for r in range(p) for e in ref.by_rank(r) if e.action.is_compute]
-            assert np.allclose(sim.start, [e.start for e in compute], rtol=0, atol=1e-9)
-            assert np.allclose(sim.end, [e.end for e in compute], rtol=0, atol=1e-9)
-            got = array_metrics(sim)
             want = step_metrics(simulated_events(ref, placement, m), start=0.0)
-            for key in ("step_time", "bubble_mean", "bubble_max", "overlap"):
-                assert got[key] == pytest.approx(want[key], abs=1e-9, nan_ok=True), (p, m, v, mode, key)
+            for compiled in (False, True):
+                monkeypatch.setattr(jit, "COMPILE_ABOVE", 0 if compiled else 10**9)
+                sim = simulate_arrays(schedule_arrays(name, p, m, v), costs, mode)
+                assert np.allclose(sim.start, [e.start for e in compute], rtol=0, atol=1e-9), (compiled, p, m, v)
+                assert np.allclose(sim.end, [e.end for e in compute], rtol=0, atol=1e-9), (compiled, p, m, v)
+                got = array_metrics(sim)
+                for key in ("step_time", "bubble_mean", "bubble_max", "overlap"):
+                    assert got[key] == pytest.approx(want[key], abs=1e-9, nan_ok=True), (compiled, p, m, v, mode, key)
 
 
 def test_both_simulators_name_the_same_stuck_actions():

@@ -25,7 +25,8 @@ ENV = {"host": "fixture-host", "cores": 2, "device": "cpu", "mpi_library": "MPIC
        "mpi4py": "y", "oversubscribed": False}
 
 
-def fixture_run(directory, schedule="1f1b", pp=2, m=4, step_times=(1.0, 1.2, 1.1), workload="synthetic"):
+def fixture_run(directory, schedule="1f1b", pp=2, m=4, step_times=(1.0, 1.2, 1.1), workload="synthetic",
+                efficiency=None):
     """A result file whose events come from the simulator, scaled so each step takes the given time."""
     cfg = RunConfig(schedule=schedule, pp=pp, microbatches=m, workload=workload)
     result = simulate(build_schedule(schedule, pp, m), Costs(1, 2, 0, 0.1), "nonblocking")
@@ -43,7 +44,8 @@ def fixture_run(directory, schedule="1f1b", pp=2, m=4, step_times=(1.0, 1.2, 1.1
                "peak_in_flight_theory": [theory.peak_in_flight(schedule, pp, m, r) for r in range(pp)],
                "peak_saved_bytes": [1024 * (pp - r) for r in range(pp)],
                **{f"{k}_median": float(pd.Series([s[k] for s in steps]).median())
-                  for k in ("step_time", "bubble_mean", "overlap")}}
+                  for k in ("step_time", "bubble_mean", "overlap")},
+               **({} if efficiency is None else {"efficiency": efficiency})}
     return write_run(directory, cfg.to_dict(), ENV, steps, summary, pd.concat(frames, ignore_index=True))
 
 
@@ -51,8 +53,8 @@ def fixture_run(directory, schedule="1f1b", pp=2, m=4, step_times=(1.0, 1.2, 1.1
 def results(tmp_path):
     for schedule in ("gpipe", "1f1b"):
         for pp, m in ((1, 4), (2, 1), (2, 4), (4, 8)):
-            fixture_run(tmp_path, schedule, pp, m)
-    fixture_run(tmp_path, "1f1b", 2, 4, step_times=(2.0, 3.0))      # a second run of the same configuration
+            fixture_run(tmp_path, schedule, pp, m, efficiency=0.6 if (schedule, pp, m) == ("1f1b", 2, 4) else None)
+    fixture_run(tmp_path, "1f1b", 2, 4, step_times=(2.0, 3.0), efficiency=0.9)   # a second run of one configuration
     return tmp_path
 
 
@@ -79,6 +81,8 @@ def test_summary_numbers_are_medians_of_the_files(results):
     assert row["step_time_ms"] == pytest.approx(1e3 * 1.2)                 # median of 1.0 1.2 1.1 2.0 3.0
     assert row["step_time_ms_min"] == pytest.approx(1e3) and row["step_time_ms_max"] == pytest.approx(3e3)
     assert row["bubble_theory"] == pytest.approx(1 / 5)
+    assert row["efficiency"] == pytest.approx(0.75)                         # one per run: median of 0.6 and 0.9
+    assert table[(table["pp"] != 2) | (table["microbatches"] != 4)]["efficiency"].isna().all()   # no serial baseline
     assert table["bubble_simulated"].between(0, 1).all()       # exactness: tests/test_calibrate.py
     assert set(table["schedule"]) == {"1f1b"}
 

@@ -58,6 +58,7 @@ def _steps_frame(runs: list[Run]) -> pd.DataFrame:
                 "peak_in_flight": max(summary["peak_in_flight"]), "peak_saved_bytes": max(summary["peak_saved_bytes"]),
                 "host": env["host"], "cores": env["cores"], "device": env["device"], "mpi": env["mpi_library"],
                 "threads": env.get("threads_per_rank", 0), "oversubscribed": env["oversubscribed"],
+                "efficiency": summary.get("efficiency", float("nan")),     # runs with a serial baseline
             })
     return pd.DataFrame(rows)
 
@@ -78,6 +79,9 @@ def tidy_table(runs: list[Run]) -> pd.DataFrame:
         overlap=("overlap", "median"), exposed_comm_ms=("exposed_comm", lambda s: 1e3 * s.median()),
         peak_in_flight=("peak_in_flight", "max"), peak_act_kib=("peak_saved_bytes", lambda s: s.max() / 1024),
     ).reset_index()
+    # efficiency against the serial limit is one number per run: the median over runs
+    per_run = steps.drop_duplicates("run_id").groupby("config_key")["efficiency"].median()
+    table.insert(table.columns.get_loc("utilization") + 1, "efficiency", table["config_key"].map(per_run))
     rows = list(zip(table["schedule"], table["pp"], table["microbatches"], table["chunks"]))
     table.insert(table.columns.get_loc("bubble_simulated"), "bubble_theory",
                  [_closed_form(theory.bubble_fraction, s, p, m, v) for s, p, m, v in rows])
@@ -106,7 +110,7 @@ def compare(table: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
 _SHOW = {"schedule": "schedule", "transport": "transport", "world_size": "ranks", "pp": "p", "dp": "d",
          "microbatches": "m", "work": "workload", "threads": "threads", "step_time_ms": "step ms",
          "throughput": "samples/s", "bubble": "bubble", "bubble_theory": "theory",
-         "bubble_simulated": "sim", "utilization": "util", "overlap": "overlap",
+         "bubble_simulated": "sim", "utilization": "util", "efficiency": "eff", "overlap": "overlap",
          "peak_in_flight": "in-flight", "peak_act_kib": "act KiB", "runs": "runs"}
 
 

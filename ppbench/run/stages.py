@@ -163,7 +163,7 @@ class TorchStage:
             torch.cuda.synchronize(tensor.device)
 
 
-def polling_hook_cost(samples: int = 1000) -> float:
+def polling_hook_cost(samples: int = 300) -> float:
     """Seconds one backward poll's gradient hook costs on this machine (registering it in the forward,
     calling it in the backward), with nothing to poll. A forward poll is a direct call and costs less;
     the transport times what happens inside a poll itself. So polls x this is an upper bound of
