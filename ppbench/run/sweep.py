@@ -19,6 +19,7 @@ from tqdm import tqdm
 from ppbench.config import ConfigError, RunConfig
 from ppbench.measure.results import alive, remove_stale_partials, run_key
 from ppbench.plan.schedules import SCHEDULES
+from ppbench.run.jobs import output_directory
 from ppbench.run.launch import run_mpi
 from ppbench.sim.validate import require_runnable
 
@@ -102,7 +103,9 @@ def claim(directory: str | Path, key: str) -> Path | None:
 def run_sweep(configs: list[RunConfig], results: str, redo: bool, timeout: float, show_progress: bool = True) -> int:
     """Run every configuration not yet recorded (nor claimed by a sweep running beside this one);
     returns the number that failed. A signal ends the current run's job and stops the sweep
-    (:class:`~ppbench.run.launch.Interrupted`); run again, it resumes at that configuration."""
+    (:class:`~ppbench.run.launch.Interrupted`); run again, it resumes at that configuration.
+    ``results`` is created if missing."""
+    output_directory(results, "results")
     remove_stale_partials(results)
     done = set() if redo else recorded_keys(results)
     todo = [c for c in configs if run_key(c) not in done]
