@@ -23,9 +23,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from ppbench.plan.schedules import SCHEDULES  # noqa: E402  (after the repository joins the path)
 
 
 def _json_line(text: str) -> dict:
@@ -60,6 +57,8 @@ def main() -> None:
     parser.add_argument("--no-torch", action="store_true", help="skip --impl torch and PyTorch-direct")
     parser.add_argument("--json", help="also write every launch's numbers to this file")
     args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))     # this checkout's ppbench (asv imports this file too: nothing at import time)
+    from ppbench.plan.schedules import SCHEDULES
 
     common = ["--pp", str(args.pp), "-m", str(args.microbatches), "--model", args.model, "--size", args.size,
               "--global-batch", str(args.global_batch), "--dtype", args.dtype, "--repeats", str(args.repeats)]
