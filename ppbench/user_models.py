@@ -79,11 +79,14 @@ def _load(spec: str) -> UserModel:
     return model
 
 
+def _holds_parameters(module) -> bool:
+    return next(module.parameters(recurse=False), None) is not None
+
+
 def _resettable(layer) -> bool:
-    if any(True for _ in layer.buffers()):
+    if next(layer.buffers(), None) is not None:
         return False
-    return all(hasattr(module, "reset_parameters") for module in layer.modules()
-               if any(True for _ in module.parameters(recurse=False)))
+    return all(hasattr(module, "reset_parameters") for module in layer.modules() if _holds_parameters(module))
 
 
 @functools.lru_cache(maxsize=16)
@@ -189,7 +192,7 @@ def build_user_layers(model: UserModel, seed: int, dtype, only) -> list:
             layer = copy.deepcopy(meta[i]).to_empty(device="cpu")
             torch.manual_seed(seed * 1_000_003 + i)
             for module in layer.modules():
-                if any(True for _ in module.parameters(recurse=False)):
+                if _holds_parameters(module):
                     module.reset_parameters()
             built.append(layer.to(dtype))
     return built

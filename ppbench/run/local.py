@@ -78,11 +78,12 @@ class LocalPipeline:
         for r in range(p):
             transport = transport_cls(self.hub, r)
             stages = {}
+            split = split_stages(orders[r])
             for s, ids in rank_layers(self.split, self.placement, r).items():
                 stage = TorchStage(nn.Sequential(*(self.layers[i] for i in ids)), s == 0, s == last,
                                    lambda out, tgt: models.loss_fn(self.model_cfg, out, tgt), m,
                                    transport.progress if nonblocking else None, recompute=cfg.recompute,
-                                   split=s in split_stages(orders[r]))
+                                   split=s in split)
                 stages[s] = stage_hook(r, s, stage) if stage_hook else stage
             actions = add_communication(orders[r], self.placement)
             self.transports.append(transport)

@@ -13,7 +13,7 @@ from ppbench.run.device import cuda_aware_mpi, select_device
 from ppbench.run.environment import local_ranks, usable_cores
 from ppbench.run.executor import Executor, Fault, StepStats
 from ppbench.run.grid import Grid
-from ppbench.run.rank import RankBase, rank_layers
+from ppbench.run.rank import RankBase, build_own_layers
 from ppbench.run.stages import SyntheticStage, TorchStage
 from ppbench.run.tracer import Tracer
 from ppbench.run.training import average_gradients, global_loss, make_optimizer, replica_microbatches
@@ -63,16 +63,14 @@ class PipelineRank(RankBase):
                                            s == last, progress, recompute=cfg.recompute)
             shape, dtype = next(iter(stages.values())).out.shape, next(iter(stages.values())).out.dtype
         else:
-            self.split = models.stage_split(self.model_cfg, self.placement.num_stages)
-            mine = rank_layers(self.split, self.placement, r)
-            self.layer_ids = [i for s in mine for i in mine[s]]
-            self.layers = [layer.to(self.device) for layer in      # only this rank's layers are ever built
-                           models.build_layers(self.model_cfg, cfg.seed, cfg.torch_dtype, only=self.layer_ids)]
+            self.split, mine, self.layer_ids, layers = build_own_layers(cfg, self.placement, r)
+            self.layers = [layer.to(self.device) for layer in layers]
             by_index = dict(zip(self.layer_ids, self.layers))
+            split = split_stages(orders[r])
             for s, ids in mine.items():
                 stages[s] = TorchStage(nn.Sequential(*(by_index[i] for i in ids)), s == 0, s == last,
                                        lambda out, tgt: models.loss_fn(self.model_cfg, out, tgt), cfg.microbatches,
-                                       progress, recompute=cfg.recompute, split=s in split_stages(orders[r]))
+                                       progress, recompute=cfg.recompute, split=s in split)
             shape, dtype = models.activation_shape(self.model_cfg, cfg.microbatch_size), cfg.torch_dtype
         self.module = nn.Sequential(*self.layers)
         self.actions = add_communication(orders[r], self.placement)
@@ -107,9 +105,7 @@ class PipelineRank(RankBase):
 
     def forward_backward(self, step: int) -> tuple[float, StepStats]:
         """Gradients of the mean loss over the global batch of ``step``: (that loss on every rank, stats)."""
-        if getattr(self, "_prepared", (None,))[0] != step:
-            self.prepare(step)
-        _, inputs, targets = self._prepared
+        inputs, targets = self._data(step)
         with self.watchdog.step():
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.device)

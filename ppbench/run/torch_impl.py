@@ -22,7 +22,7 @@ from ppbench.plan.schedules import SCHEDULES, placement_for
 from ppbench.run import models
 from ppbench.run.executor import StepStats
 from ppbench.run.grid import Grid
-from ppbench.run.rank import RankBase, rank_layers
+from ppbench.run.rank import RankBase, build_own_layers
 from ppbench.run.tracer import Tracer
 from ppbench.run.training import average_gradients, global_loss, make_optimizer, replica_microbatches
 
@@ -72,10 +72,7 @@ class TorchPipelineRank(RankBase):
         groups = _pipeline_groups(cfg.pp, cfg.dp)
         p, v, r = cfg.pp, cfg.chunks, grid.stage
         placement = placement_for(cfg.schedule, p, v)
-        self.split = models.stage_split(self.model_cfg, placement.num_stages)
-        mine = rank_layers(self.split, placement, r)
-        self.layer_ids = [i for s in mine for i in mine[s]]
-        self.layers = models.build_layers(self.model_cfg, cfg.seed, cfg.torch_dtype, only=self.layer_ids)
+        self.split, mine, self.layer_ids, self.layers = build_own_layers(cfg, placement, r)
         layers = dict(zip(self.layer_ids, self.layers))
         self.module = nn.Sequential(*self.layers)
         self.stages, self.chunk_modules = [], []
@@ -120,9 +117,7 @@ class TorchPipelineRank(RankBase):
         self.optimizer.zero_grad(set_to_none=True)
 
     def forward_backward(self, step: int) -> tuple[float, StepStats]:
-        if getattr(self, "_prepared", (None,))[0] != step:
-            self.prepare(step)
-        _, x, y = self._prepared
+        x, y = self._data(step)
         losses: list[torch.Tensor] = []
         args = (x,) if self.holds_input else ()
         kwargs = {"target": y, "losses": losses} if self.holds_target else {}
