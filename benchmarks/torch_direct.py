@@ -70,7 +70,7 @@ def main() -> None:
     layers = models.build_layers(model_cfg, cfg.seed, cfg.torch_dtype)
     spec = SCHEDULES[cfg.schedule]
     v = cfg.chunks
-    split = models.stage_split(model_cfg, size * v)
+    split = cfg.stage_split(size * v)
     stage_ids = [rank + k * size for k in range(v)] if spec.placement != "v" else [rank, 2 * size - 1 - rank]
     chunks = [nn.Sequential(*(layers[i] for i in split[s])) for s in stage_ids]
     stages = [pipelining.PipelineStage(chunk, s, size * v, torch.device("cpu")) for chunk, s in zip(chunks, stage_ids)]

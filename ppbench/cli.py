@@ -12,6 +12,7 @@ import time
 import traceback
 from dataclasses import fields
 
+from ppbench.advise.commands import add_advise_command, add_profile_command
 from ppbench.config import RunConfig
 from ppbench.plan.schedules import SCHEDULES, schedule_problem
 from ppbench.run.jobs import error, launch_or_run
@@ -60,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     _report_command(sub)
     _simulate_command(sub)
     _audit_command(sub)
+    add_profile_command(sub, _add_config_options)
+    add_advise_command(sub)
     return parser
 
 
@@ -224,11 +227,12 @@ def _seconds(text: str) -> float:
 
 
 def _add_config_options(parser: argparse.ArgumentParser, groups: tuple[str, ...] = (),
-                        sweep_only: bool = False) -> None:
-    """One option per RunConfig field of ``groups`` (or every field marked for sweeps), with its default and help."""
+                        sweep_only: bool = False, names: tuple[str, ...] = ()) -> None:
+    """One option per RunConfig field of ``groups`` (or every field marked for sweeps, or the fields
+    ``names``), with its default and help."""
     for f in fields(RunConfig):
         meta = f.metadata
-        if (meta["sweep"] if sweep_only else meta["group"] in groups):
+        if f.name in names or (meta["sweep"] if sweep_only else meta["group"] in groups):
             flags = [f"--{f.name.replace('_', '-')}"] + ([meta["short"]] if meta["short"] and not sweep_only else [])
             parser.add_argument(*flags, type=type(f.default), default=f.default, dest=f.name,
                                 help=f"{meta['help']} (default {f.default!r})")

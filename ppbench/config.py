@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from dataclasses import asdict, dataclass, field, fields
 
@@ -69,6 +70,8 @@ class RunConfig:
                        limits=(0, 2**20))
     context: int = _field(0, "model: GPT context length in tokens (0: the preset's)", limits=(0, 2**20))
     vocab: int = _field(0, "model: GPT vocabulary size (0: the preset's)", limits=(0, 2**24))
+    split: str = _field("", "layers per stage in stage order, comma-separated (e.g. 3,5; what `ppbench advise` "
+                        "chose from profiled times); empty: balanced by parameter count")
     dtype: str = _field("float64", "float32 or float64", sweep=True)
     seed: int = _field(0, "weights and data are a function of the seed alone", limits=(0, 2**31 - 1))
     steps: int = _field(0, "optimizer steps (0: compare the gradients of one step)", limits=(0, 100_000))
@@ -219,6 +222,8 @@ class RunConfig:
         if self.schedule_file and stages > layers:
             raise ConfigError("schedule_file", f"{stages} stages but model {self.model_name} has only "
                               f"{layers} layers; allowed: up to {layers} stages")
+        if self.split:
+            _split("split", self.split, stages, layers)
         if self.pp * self.chunks > layers:
             what = f"{self.pp} stages" + (f" x {self.chunks} chunks" if self.chunks > 1 else "")
             allowed = f"pp x chunks in 1..{layers}" if self.chunks > 1 else f"1..{layers}"
@@ -228,6 +233,16 @@ class RunConfig:
             raise ConfigError("pp x dp", f"pp={self.pp} x dp={self.dp} = {self.pp * self.dp} must equal the MPI "
                               f"world size {world_size}")
         return self
+
+    def stage_split(self, stages: int) -> list[range]:
+        """Layer index ranges of each of ``stages`` stages: ``--split``, else balanced by parameter count."""
+        if not self.split:
+            from ppbench.plan.split import balanced_split
+
+            return balanced_split(self.model_config().layer_parameters(), stages)
+        counts = [int(c) for c in self.split.split(",")]
+        bounds = [0, *itertools.accumulate(counts)]
+        return [range(a, b) for a, b in zip(bounds, bounds[1:])]
 
     @property
     def recompute(self) -> bool:
@@ -290,6 +305,18 @@ def _in_range(name: str, value: float, low: float, high: float) -> None:
     if not (math.isfinite(value) and low <= value <= high):
         bounds = f"{low}..{high}" if isinstance(value, int) else f"{low:g}..{high:g}"
         raise ConfigError(name, f"must be {kind} in {bounds}, got {value!r}")
+
+
+def _split(name: str, value: str, stages: int, layers: int) -> None:
+    counts = value.split(",")
+    if not all(c.strip().isdigit() and int(c) >= 1 for c in counts) or len(counts) != stages \
+            or sum(map(int, counts)) != layers:
+        raise ConfigError(name, f"{value!r} is not {stages} layer counts (one per stage, each >= 1) adding up to the "
+                          f"model's {layers} layers, e.g. {','.join(map(str, _even(layers, stages)))}")
+
+
+def _even(layers: int, stages: int) -> list[int]:
+    return [layers // stages + (s < layers % stages) for s in range(stages)]
 
 
 def _fault(name: str, value: str, world: int) -> None:

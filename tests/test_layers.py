@@ -6,6 +6,7 @@
     sim       costs, simulators, calibration, text timelines                       plan, config, measure
     report    tables, pictures, terminal text                                      plan, config, measure, sim
     run       executor, transports, stages, ranks, check, runner, launching        all of the above but report
+    advise    profile files, profiling, candidates, prediction, verification       all of the above
     cli       parses and dispatches                                                everything (inside commands)
 
 Every ppbench import, at module level or inside a function, is checked against this table; then
@@ -28,8 +29,9 @@ ALLOWED = {
     "sim": {"plan", "config", "measure", "sim"},
     "report": {"plan", "config", "measure", "sim", "report"},
     "run": {"plan", "config", "measure", "sim", "run"},
-    "cli": {"plan", "config", "measure", "sim", "report", "run", "cli"},
-    "package": {"plan", "config", "measure", "sim", "report", "run", "cli", "package"},
+    "advise": {"plan", "config", "measure", "sim", "report", "run", "advise"},
+    "cli": {"plan", "config", "measure", "sim", "report", "run", "advise", "cli"},
+    "package": {"plan", "config", "measure", "sim", "report", "run", "advise", "cli", "package"},
 }
 #: third-party packages a layer must never import (the heavy runtime ones)
 FORBIDDEN = {layer: {"torch", "mpi4py"} for layer in ("plan", "measure", "sim", "report")}
@@ -102,7 +104,7 @@ def test_the_torch_free_layers_load_without_torch_or_mpi():
 
 def test_the_layer_table_covers_every_folder():
     folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
-    assert folders == {"plan", "measure", "sim", "report", "run"}
+    assert folders == {"plan", "measure", "sim", "report", "run", "advise"}
 
 
 def test_the_public_names_are_importable_from_ppbench():

@@ -104,7 +104,7 @@ def config_key(config: dict) -> str:
     """Stable identity of a configuration (what a sweep compares to skip finished work)."""
     ignored = {"fault", "stall_timeout"}     # what does not change the measurement
     defaults = {"threads": 0, "serial_steps": 0, "layers": 0, "width": 0, "heads": 0, "embd": 0, "context": 0,
-                "vocab": 0}                # fields added later, left out at their default: older keys hold
+                "vocab": 0, "split": ""}              # fields added later, left out at their default: older keys hold
     canonical = json.dumps({k: v for k, v in sorted(config.items())
                             if k not in ignored and not (k in defaults and v == defaults[k])}, sort_keys=True)
     return hashlib.sha1(canonical.encode()).hexdigest()[:16]

@@ -71,7 +71,7 @@ class LocalPipeline:
         orders, self.placement = cfg.plan()
         last = self.placement.num_stages - 1
         self.layers = models.build_layers(self.model_cfg, cfg.seed, cfg.torch_dtype)
-        self.split = models.stage_split(self.model_cfg, self.placement.num_stages)
+        self.split = cfg.stage_split(self.placement.num_stages)
         self.hub = LocalHub()
         nonblocking = cfg.resolved_transport == "nonblocking"
         self.transports, self.executors = [], []

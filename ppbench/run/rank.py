@@ -18,7 +18,7 @@ def rank_layers(split: list[range], placement: Placement, rank: int) -> dict[int
 def build_own_layers(cfg: RunConfig, placement: Placement, rank: int):
     """(every stage's layer range, this rank's stage -> layer range, its layer indices, its layers):
     only this rank's layers are built."""
-    split = models.stage_split(cfg.model_config(), placement.num_stages)
+    split = cfg.stage_split(placement.num_stages)
     mine = rank_layers(split, placement, rank)
     layer_ids = [i for s in mine for i in mine[s]]
     return split, mine, layer_ids, models.build_layers(cfg.model_config(), cfg.seed, cfg.torch_dtype, only=layer_ids)

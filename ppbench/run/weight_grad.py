@@ -54,6 +54,11 @@ class WeightGradStore:
                 else:
                     bias.grad += gy.sum(0)
 
+    def pending_bytes(self, key: object) -> int:
+        """Bytes held for ``key``'s W: each deferred layer's input and output gradient."""
+        return sum(x.numel() * x.element_size() + gy.numel() * gy.element_size()
+                   for _, _, x, gy in self._pending.get(key, []))
+
     def pending(self) -> list:
         """Keys whose W has not run yet."""
         return sorted(self._pending, key=str)
