@@ -34,7 +34,7 @@ def mpi_tests(session: nox.Session) -> None:
     to pytest, e.g. ``nox -s mpi_tests -- -k 1f1b -x``. Every MPI job is killed after 600 s.
     """
     _require_ppbench(session)
-    session.run(*PYTEST, "-m", "not mpi", *session.posargs)
+    session.run(*PYTEST, "-m", "not mpi and not browser", *session.posargs)
     for size in os.environ.get("PPBENCH_TEST_WORLD_SIZES", "1 2 4").split():
         session.log(f"MPI tests at world size {size}")
         session.run("python", "-m", "ppbench.run.launch", "-n", size, "--timeout", "600", "--",
@@ -53,7 +53,23 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The tests that need no MPI launcher (fast feedback while editing)."""
     _require_ppbench(session)
-    session.run(*PYTEST, "-m", "not mpi", *session.posargs)
+    session.run(*PYTEST, "-m", "not mpi and not browser", *session.posargs)
+
+
+@nox.session(default=False)
+def browser_check(session: nox.Session) -> None:
+    """The report of the committed results/ opened in headless Chromium, as a new user opens it:
+    the findings come first, every image loads, clicking a header sorts the rows, the filter
+    works, and the console has no errors. Needs Debian's ``chromium`` and ``chromium-driver``
+    (``apt install chromium chromium-driver``; CI installs them). The page and two screenshots
+    (first screen, whole page) are kept in .nox/browser_check/."""
+    _require_ppbench(session)
+    out = (Path(".nox") / "browser_check").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    session.run(*PYTEST, "-m", "browser", "-s", "tests/test_browser.py", *session.posargs,
+                env={"PPBENCH_BROWSER_REQUIRED": "1", "PPBENCH_BROWSER_OUT": str(out)})
+    session.log(f"page: {out / 'report' / 'index.html'}; screenshots: {out / 'report-first-screen.png'}, "
+                f"{out / 'report-whole-page.png'}")
 
 
 @nox.session(default=False)

@@ -138,6 +138,10 @@ def _report_command(sub) -> None:
     report.add_argument("--workload", action="append", help="only this workload (repeatable)")
     report.add_argument("--baseline", help="another result directory to compare with (ratios)")
     report.add_argument("--no-files", action="store_true", help="print only; write no report files")
+    report.add_argument("--timeline", action="append", metavar="KEY=VALUE,...",
+                        help="draw the timeline of the newest run matching, e.g. schedule=1f1b,p=4,m=8 (keys: "
+                             "schedule, p, m, d, v, workload, model, size, impl; repeatable; default: one per "
+                             "schedule at its largest p and m)")
     report.set_defaults(handler=_cmd_report)
 
 
@@ -384,8 +388,10 @@ def _cmd_report(ns: argparse.Namespace, argv: list[str]) -> int:
     if not ns.no_files:
         output_directory(ns.out or str(Path(ns.directory) / "report"), "out")
     code, text, warnings = run_report(ns.directory, ns.format, ns.out, ns.schedule, ns.model, ns.workload,
-                                      ns.baseline, write=not ns.no_files)
+                                      ns.baseline, write=not ns.no_files, timelines=ns.timeline)
     for warning in warnings:
+        if warning.startswith("error: "):
+            return error(warning[len("error: "):])
         print(f"ppbench report: {warning}", file=sys.stderr)
     if text:
         print(text)

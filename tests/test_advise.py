@@ -20,8 +20,9 @@ OPS = ("F", "I", "W", "B")
 
 def machine(**overrides) -> dict:
     base = {"overhead": 0.0, "overhead_per_byte": 0.0, "latency": 0.0, "seconds_per_byte": 0.0,
-            "allreduce_latency": 0.0, "allreduce_seconds_per_byte": 0.0, "optimizer_scale": 1.0,
-            "compute_offset": dict.fromkeys(OPS, 0.0), "compute_scale": dict.fromkeys(OPS, 1.0)}
+            "allreduce_latency": 0.0, "allreduce_seconds_per_byte": 0.0, "optimizer_scale": 1.0, "replica_skew": 0.0,
+            "compute_offset": dict.fromkeys(OPS, 0.0), "compute_scale": dict.fromkeys(OPS, 1.0),
+            "compute_offset_per": "layer"}
     return {**base, **overrides}
 
 
@@ -202,8 +203,10 @@ def test_calibration_lines_overhead_latency_allreduce_and_optimizer_enter_the_pr
     plain = write(profile_record(layers=2, sizes=(1, 4), opt_seconds=3.0), "plain.json")
     tuned = write(profile_record(layers=2, sizes=(1, 4), opt_seconds=3.0, overhead=0.5, latency=0.25,
                                  allreduce_latency=1.0, allreduce_seconds_per_byte=0.01, optimizer_scale=2.0,
+                                 replica_skew=0.1,
                                  compute_scale={"F": 2.0, "I": 1.0, "W": 1.0, "B": 3.0},
-                                 compute_offset={"F": 1.0, "I": 0.0, "W": 0.0, "B": 0.0}), "tuned.json")
+                                 compute_offset={"F": 1.0, "I": 0.0, "W": 0.0, "B": 0.0},
+                                 compute_offset_per="action"), "tuned.json")
 
     def one(prof, p, d, m):
         (c,) = [c for c in enumerate_candidates(p * d, 8, 2, ["naive"]) if (c.p, c.d, c.m) == (p, d, m)]
@@ -214,10 +217,14 @@ def test_calibration_lines_overhead_latency_allreduce_and_optimizer_enter_the_pr
     assert base.step_time == pytest.approx(8 + 16) and base.iteration_time == pytest.approx(8 + 16 + 6)
     pred = one(tuned, 1, 2, 1)
     step = 0.5 + (1 + 2 * 8) + 0.5 + 3 * 16                  # overhead, F through its line, overhead, B
-    allreduce = 2 * (2 - 1) * (1.0 + 200 / 2 * 0.01)          # ring over d = 2 of this rank's 200 bytes
+    allreduce = 2 * (2 - 1) * (1.0 + 200 / 2 * 0.01) + 0.1 * step   # ring over d = 2 of 200 bytes, after the skew
     assert pred.step_time == pytest.approx(step)
     assert pred.allreduce_time == pytest.approx(allreduce)
     assert pred.iteration_time == pytest.approx(step + allreduce + 2 * 6)
+    # the offset counted per layer instead: the 2-layer stage's F pays it twice
+    per_layer = write({**tuned.record, "machine": {**tuned.record["machine"], "compute_offset_per": "layer"}},
+                      "per-layer.json")
+    assert one(per_layer, 1, 2, 1).step_time == pytest.approx(step + 1.0)
     # p = 2, naive (blocking), b = 4, one layer per stage: F = 1 + 2 x 4 = 9, B = 3 x 8 = 24. Rank 0's F
     # ends at 0.5 + 9; rank 1's F waits for the message (+0.25) and ends at 18.75; its B runs
     # 19.25..43.25; rank 0's B starts when the gradient arrives (43.5) and ends at 67.5. Rank 1 holds
@@ -269,7 +276,7 @@ def test_profile_then_advise_then_verify_end_to_end(tmp_path):
     assert again.returncode == 2 and "exists; pass --force" in again.stderr
     stem = tmp_path / "advice"
     proc, _ = ppbench("advise", "--profile", str(out), "-n", "2", "--global-batch", "8", "--schedules", "1f1b,gpipe",
-                      "--verify", "1", "--repeats", "2", "-o", str(stem))
+                      "--verify", "1", "--repeats", "2", "--rounds", "1", "-o", str(stem))
     assert proc.returncode == 0, proc.stderr
     advice = json.loads(stem.with_suffix(".json").read_text())
     assert advice["ranked"] and advice["verified"][0]["predicted_rank"] == 1

@@ -157,26 +157,41 @@ def test_a_signal_to_ppbench_ends_its_whole_mpi_job(tmp_path, signum):
     assert list(results.glob("*.parquet")) == []
 
 
-def test_a_stopped_sweep_resumes_exactly_where_it_stopped(tmp_path):
+def test_a_sweep_killed_or_stopped_resumes_exactly_where_it_stopped(tmp_path):
+    """SIGKILL to the sweep's whole process group (a crash), then SIGTERM to ppbench (a polite stop):
+    each time the finished files stay whole, half-written ones stay invisible, no claim is left,
+    and the next sweep runs only what is missing."""
     from ppbench.measure.results import load_runs
 
     args = [sys.executable, "-m", "ppbench", "sweep", "--schedules", "gpipe,1f1b", "--world-sizes", "1",
-            "--microbatches", "1,2,3", "--workloads", "synthetic", "--t-fwd", "0.05", "--t-bwd", "0.1",
+            "--microbatches", "1,2,3", "--workloads", "synthetic", "--t-fwd", "0.03", "--t-bwd", "0.06",
             "--repeats", "2", "--results", str(tmp_path)]
-    proc = subprocess.Popen(args, env=env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + LIMIT
-    while len(list(tmp_path.glob("*.parquet"))) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=30)
-    assert proc.returncode == 143 and "stopped by SIGTERM" in stderr
-    time.sleep(2)
+
+    def start_and_wait_for(files: int) -> subprocess.Popen:
+        proc = subprocess.Popen(args, env=env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        deadline = time.monotonic() + LIMIT
+        while len(list(tmp_path.glob("*.parquet"))) < files and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return proc
+
+    crashed = start_and_wait_for(2)
+    os.killpg(crashed.pid, signal.SIGKILL)                 # the sweep and the run it was in
+    crashed.communicate(timeout=30)
+    runs, skipped = load_runs(tmp_path)
+    assert 2 <= len(runs) < 6 and skipped == []           # finished files intact, partial ones invisible
+    stopped = start_and_wait_for(len(runs) + 1)           # (it removes any claim the killed sweep left)
+    stopped.send_signal(signal.SIGTERM)
+    _, stderr = stopped.communicate(timeout=30)
+    assert stopped.returncode == 143 and "stopped by SIGTERM" in stderr
+    time.sleep(1)
     done = {r.meta["config_key"] for r in load_runs(tmp_path)[0]}
-    assert 2 <= len(done) < 6 and not list(tmp_path.glob(".*.claim"))
+    assert len(runs) < len(done) < 6 and not list(tmp_path.glob(".*.claim"))
     again = subprocess.run(args, env=env(), cwd=ROOT, capture_output=True, text=True, timeout=LIMIT)
     assert again.returncode == 0 and f"{len(done)} of 6 configurations already in" in again.stdout
-    keys = [r.meta["config_key"] for r in load_runs(tmp_path)[0]]
-    assert len(keys) == len(set(keys)) == 6 and done <= set(keys)
+    runs_after, skipped = load_runs(tmp_path)
+    keys = [r.meta["config_key"] for r in runs_after]
+    assert len(keys) == len(set(keys)) == 6 and done <= set(keys) and skipped == []
 
 
 def test_leftovers_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):

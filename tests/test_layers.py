@@ -113,3 +113,11 @@ def test_the_public_names_are_importable_from_ppbench():
     for name in ppbench.__all__:
         assert getattr(ppbench, name) is not None, name
     assert ppbench.build_schedule("1f1b", 2, 2)[1][0] == ppbench.parse_action("1RECV_F0")
+
+
+def test_the_wheel_ships_every_package_folder():
+    """A folder missing from [tool.setuptools] packages is missing from a built wheel (asv installs one)."""
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11's tomllib")
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {".".join(["ppbench", *p.parent.relative_to(PACKAGE).parts]) for p in PACKAGE.rglob("__init__.py")}
+    assert listed == folders

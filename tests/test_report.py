@@ -62,7 +62,8 @@ def test_report_writes_every_picture_and_page(results):
     code, text, warnings = run_report(str(results), "table", None, None, None, None, None)
     assert code == 0 and warnings == [f"9 result files read, 0 skipped in {results}/"]
     out = results / "report"
-    expected = ["timeline-gpipe.png", "timeline-1f1b.png", "bubble.png", "scaling.png", "overlap.png"]
+    expected = ["timeline-gpipe-p4-m8-synthetic.png", "timeline-1f1b-p4-m8-synthetic.png", "bubble.png",
+                "scaling.png", "overlap.png", "heatmap-synthetic.png", "efficiency.png"]
     page = (out / "index.html").read_text()
     for name in expected:
         data = (out / name).read_bytes()
@@ -121,7 +122,7 @@ def test_report_of_a_real_run(tmp_path):
                           capture_output=True, text=True, timeout=120, env=env, cwd=root)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("| schedule |") and "| 1f1b |" in proc.stdout
-    assert (tmp_path / "report" / "timeline-1f1b.png").read_bytes().startswith(PNG)
+    assert (tmp_path / "report" / "timeline-1f1b-p2-m3-synthetic.png").read_bytes().startswith(PNG)
     assert (tmp_path / "report" / "memory.png").read_bytes().startswith(PNG)
     proc = subprocess.run([sys.executable, "-m", "ppbench", "simulate", "--from-run", str(tmp_path), "--samples", "3",
                            "--json"], capture_output=True, text=True, timeout=120, env=env, cwd=root)
@@ -187,5 +188,124 @@ def test_a_hostile_results_directory_still_gives_a_complete_report(tmp_path):
         assert expected in said, expected
     page = (out / "index.html").read_text()
     assert page.rstrip().endswith("</html>") and "bad-\\xff-bytes" in page
-    assert "&lt;script&gt;x.parquet" in page and "<script>" not in page
+    assert "&lt;script&gt;x.parquet" in page and "<script>x" not in page
     assert not [p for p in out.iterdir() if p.name.endswith(".partial")]
+
+
+# ------------------------------------------------------------------------------------ findings and the page
+
+def config_row(schedule, pp, m, throughput, key, workload="synthetic", impl="ppbench", bubble=0.2, theory_=0.2,
+               efficiency=float("nan"), step_time_ms=10.0, chunks=1):
+    return {"config_key": key, "schedule": schedule, "transport": "nonblocking", "pp": pp, "dp": 1,
+            "microbatches": m, "chunks": chunks, "workload": workload, "model": "mlp", "size": "tiny",
+            "dtype": "float64", "impl": impl, "split": "", "throughput": throughput, "bubble": bubble,
+            "bubble_theory": theory_, "efficiency": efficiency, "step_time_ms": step_time_ms}
+
+
+def test_winners_name_the_fastest_schedule_and_its_margin():
+    from ppbench.report.findings import winners
+
+    table = pd.DataFrame([config_row("1f1b", 2, 4, 125.0, "a"), config_row("gpipe", 2, 4, 100.0, "b"),
+                          config_row("zb-h1", 2, 4, 50.0, "c"), config_row("gpipe", 4, 8, 90.0, "d"),
+                          config_row("1f1b", 4, 8, 60.0, "e"), config_row("1f1b", 8, 8, 70.0, "f")])
+    head, *details = winners(table)
+    assert head.headline
+    assert head.text == ("synthetic: across 2 (p, m) configurations with two or more schedules, "
+                         "the fastest is 1f1b in 1, gpipe in 1; median margin over the runner-up 38%.")
+    assert [d.text for d in details] == [
+        "synthetic, p=2, m=4: 1f1b is fastest (125 samples/s), 25% ahead of gpipe (100).",
+        "synthetic, p=4, m=8: gpipe is fastest (90 samples/s), 50% ahead of 1f1b (60)."]
+    assert details[0].rows == ["a", "b"] and details[0].figure == "heatmap-synthetic"
+
+
+def test_departures_from_theory_are_attributed_by_the_simulation():
+    from ppbench.report.findings import theory_departures
+
+    table = pd.DataFrame([config_row("1f1b", 4, 8, 1.0, "near", bubble=0.30, theory_=0.27),
+                          config_row("1f1b", 4, 4, 1.0, "far", bubble=0.60, theory_=0.43),
+                          config_row("gpipe", 4, 4, 1.0, "odd", bubble=0.70, theory_=0.43)])
+    attribution = {"far": {"simulated": 0.58, "no_latency": 0.46, "no_overhead": 0.55, "free": 0.44,
+                           "latency": 2e-4, "overhead": 5e-5},
+                   "odd": {"simulated": 0.45, "no_latency": 0.44, "no_overhead": 0.45, "free": 0.43,
+                           "latency": 1e-5, "overhead": 1e-5}}
+    head, far, odd = theory_departures(table, attribution)
+    assert head.text == ("The measured bubble is within 0.05 of its closed form in 1 of 3 configurations with p > 1; "
+                         "where it is not, the largest share comes from message latency (1), not explained by the "
+                         "simulation (noise or contention) (1).")
+    assert far.text == ("1f1b p=4 m=4 synthetic: measured bubble 0.60 against theory 0.43; the run's own costs, "
+                        "simulated, give 0.58: message latency (200 us) adds +0.12, per-action overhead (50 us) +0.03, "
+                        "unequal stage costs +0.01; +0.02 is left unexplained.")
+    assert odd.rows == ["odd"] and "+0.25 is left unexplained" in odd.text
+
+
+def test_efficiency_and_pytorch_findings():
+    from ppbench.report.findings import efficiency, pytorch
+
+    table = pd.DataFrame([config_row("1f1b", 2, 4, 1.0, "a", workload="model", efficiency=0.9, step_time_ms=9.0),
+                          config_row("gpipe", 2, 4, 1.0, "b", workload="model", efficiency=0.6, step_time_ms=12.0),
+                          config_row("1f1b", 2, 8, 1.0, "c", workload="model", efficiency=0.8),
+                          config_row("1f1b", 2, 4, 1.0, "t1", workload="model", impl="torch", step_time_ms=10.0),
+                          config_row("gpipe", 2, 4, 1.0, "t2", workload="model", impl="torch", step_time_ms=10.0)])
+    (eff,) = efficiency(table)
+    assert eff.text == ("mlp/tiny float64: efficiency against the serial limit is 0.80 (median of 3), from 0.60 "
+                        "(gpipe p=2 m=4) to 0.90 (1f1b p=2 m=4).")
+    head, *pairs = pytorch(table)
+    assert head.text == ("ppbench's executor against torch.distributed.pipelining on the same 2 configurations: "
+                         "step-time ratio ppbench / PyTorch median 1.05 (from 0.90 to 1.20); ppbench faster in 1.")
+    assert sorted(p.rows[1] for p in pairs) == ["t1", "t2"]
+
+
+def test_timeline_option_selects_runs_and_explains_a_miss(results):
+    code, _, _ = run_report(str(results), "table", None, None, None, None, None,
+                            timelines=["schedule=gpipe,p=2,m=1", "schedule=1f1b,p=4"])
+    out = results / "report"
+    assert code == 0
+    assert sorted(p.name for p in out.glob("timeline-*")) == ["timeline-1f1b-p4-m8-synthetic.png",
+                                                               "timeline-gpipe-p2-m1-synthetic.png"]
+    code, _, warnings = run_report(str(results), "table", None, None, None, None, None,
+                                   timelines=["schedule=zb-h1,p=2"])
+    assert code == 2 and warnings[-1].startswith("error: --timeline 'schedule=zb-h1,p=2' matches no run; present: "
+                                                 "schedule=1f1b,p=1,m=4; ")
+    code, _, warnings = run_report(str(results), "table", None, None, None, None, None, timelines=["p4"])
+    assert code == 2 and "expected KEY=VALUE pairs" in warnings[-1]
+
+
+def test_the_page_puts_findings_first_and_the_table_last_with_units(results):
+    run_report(str(results), "table", None, None, None, None, None)
+    page = (results / "report" / "index.html").read_text()
+    assert page.index('id="findings"') < page.index('id="pictures"') < page.index('id="table"')
+    assert "<th>step (ms)</th>" in page and "<th>samples/s</th>" in page and "<th>bubble (share)</th>" in page
+    assert page.count('<table class="results">') == 1 and "function sortTable" in page
+    assert "http://" not in page and "https://" not in page          # nothing to fetch: the page works offline
+    keys = {r.meta["config_key"] for r in __import__("ppbench.measure.results", fromlist=["x"]).load_runs(results)[0]}
+    for key in keys:
+        assert f'id="row-{key}"' in page
+    assert "Which schedule is fastest" in page and "1f1b is fastest" in page
+
+
+def test_baseline_ratios_are_drawn(tmp_path):
+    for name, times in (("new", (1.0, 1.1)), ("old", (2.0, 2.2))):
+        fixture_run(tmp_path / name, step_times=times)
+    code, _, _ = run_report(str(tmp_path / "new"), "table", str(tmp_path / "out"), None, None, None,
+                            str(tmp_path / "old"))
+    assert code == 0 and (tmp_path / "out" / "baseline.png").read_bytes().startswith(PNG)
+    assert 'src="baseline.png"' in (tmp_path / "out" / "index.html").read_text()
+
+
+def test_advice_records_join_the_report(results):
+    record = {"format": "ppbench-advice", "version": 1, "model": "mlp/tiny", "world_size": 2, "global_batch": 8,
+              "considered": 40, "ranked": [{"schedule": "1f1b", "p": 2, "d": 1, "m": 4, "v": 1,
+                                            "iteration_time": 0.010}],
+              "verified": [{"schedule": "1f1b", "p": 2, "d": 1, "m": 4, "v": 1, "predicted_rank": 1,
+                            "predicted_iteration_time": 0.010, "measured_iteration_time": 0.0125, "error": -0.2},
+                           {"schedule": "gpipe", "p": 2, "d": 1, "m": 4, "v": 1, "predicted_rank": 2,
+                            "predicted_iteration_time": 0.011, "measured_iteration_time": 0.0112,
+                            "error": 0.011 / 0.0112 - 1}]}
+    (results / "advice").mkdir()
+    (results / "advice" / "advice-x.json").write_text(json.dumps(record))
+    run_report(str(results), "table", None, None, None, None, None)
+    page = (results / "report" / "index.html").read_text()
+    assert ("mlp/tiny on 2 ranks, global batch 8: ppbench advise predicts 1f1b p=2 d=1 m=4 fastest (10 ms per "
+            "iteration) of 40 candidates; of 2 verified, 1 within 10% of measured (largest error -20%, 1f1b p=2 m=4), "
+            "and the measured fastest is predicted rank 2.") in page
+    assert (results / "report" / "advice.png").read_bytes().startswith(PNG)

@@ -164,6 +164,8 @@ def add_advise_command(sub) -> None:
     adv.add_argument("--verify", type=_count(0, MAX_VERIFY), default=0,
                      help="run the top K (and 1F1B with m = 4p) with `ppbench run` and print predicted vs measured")
     adv.add_argument("--repeats", type=_count(1, 10_000), default=7, help="--verify: measured steps per run")
+    adv.add_argument("--rounds", type=_count(1, 100), default=3,
+                     help="--verify: runs of each candidate, in alternation; the median is compared (default 3)")
     adv.add_argument("--timeout", type=float, default=900.0, help="--verify: seconds per run before it is ended")
     adv.set_defaults(handler=_cmd_advise)
 
@@ -201,7 +203,8 @@ def _cmd_advise(ns: argparse.Namespace, argv: list[str]) -> int:
         from ppbench.advise.verify import verify
 
         stem = _stem(ns.output)
-        record["verified"] = verify(profile, ranked, ns.verify, batch, str(stem) + "-runs", ns.repeats, ns.timeout)
+        record["verified"] = verify(profile, ranked, ns.verify, batch, str(stem) + "-runs", ns.repeats, ns.timeout,
+                                    ns.rounds)
     stem = write_advice(_stem(ns.output), record)
     print(json.dumps(record) if ns.json else advice_text(record, ns.top) + f"\n\nwrote {stem}.csv and {stem}.json")
     return 0 if ranked else 1

@@ -5,14 +5,15 @@ For one candidate (schedule, p, d, m, v; microbatch size b = B / (d m)):
 
 1. layers split into p v stages minimising the slowest stage's F + B at size b (profiled times);
 2. each stage's F, I, W, B = the sums over its layers (with recomputation B also runs F again),
-   through the profile's calibration line of that op (what a stage's profiled time takes when the
-   ranks of a pipeline compute side by side);
+   through the profile's calibration of that op (scale x the profiled time + an offset per layer:
+   what a stage takes when the ranks of a pipeline compute side by side);
 3. the array simulator runs the schedule with those durations, the calibrated per-action overhead
    and message latency at the candidate's message size (blocking transport for naive, else
    non-blocking, as ``ppbench run``'s auto does);
 4. after its schedule each rank averages gradients over the d replicas (a ring Allreduce of its
-   parameter bytes), waits for the loss from the last stage, and steps its optimizer: the
-   iteration ends when the last rank's optimizer does;
+   parameter bytes, after waiting for the slowest replica: the calibrated share of the step time),
+   waits for the loss from the last stage, and steps its optimizer: the iteration ends when the
+   last rank's optimizer does;
 5. memory per rank: parameters, gradients and optimizer state, plus the peak of saved activations
    (:func:`ppbench.advise.candidates.rank_memory`); above ``--memory-per-rank`` the candidate is dropped.
 """
@@ -96,9 +97,11 @@ def predict(profile: Profile, c: Candidate, memory_cap: float | None = None, fil
                       f"{memory_cap / 2**30:.3g} GiB")
         return None
     machine = profile.machine
+    units = np.ones(stages) if machine["compute_offset_per"] == "action" else np.array([len(r) for r in c.split])
     by_op = np.zeros((stages, 4))
     for code, key, op in ((OP_F, "fwd", "F"), (OP_I, "inp", "I"), (OP_W, "wgrad", "W"), (OP_B, "bwd", "B")):
-        by_op[:, code] = machine["compute_offset"][op] + machine["compute_scale"][op] * table[key]
+        line = machine["compute_offset"][op] * units + machine["compute_scale"][op] * table[key]
+        by_op[:, code] = np.maximum(line, 0.0)
     dur = by_op[arrays.stage, arrays.op]
     n = dur.size
     message = profile.message_bytes_per_sample * c.microbatch_size
@@ -120,8 +123,10 @@ def predict(profile: Profile, c: Candidate, memory_cap: float | None = None, fil
                                                            for s in placement.stages_of(r)) for r in range(c.p)])
     allreduce = np.zeros(c.p)
     if c.d > 1:
+        # the ring Allreduce, after waiting for the slowest replica (calibrated share of the step)
         allreduce = 2 * (c.d - 1) * (machine["allreduce_latency"]
-                                     + param_bytes / c.d * machine["allreduce_seconds_per_byte"])
+                                     + param_bytes / c.d * machine["allreduce_seconds_per_byte"]) \
+            + machine["replica_skew"] * metrics["step_time"]
     last = placement.rank_of(stages - 1)
     synced = np.maximum(ends + allreduce, ends[last] + allreduce[last])   # the loss comes from the last stage
     iteration = float((synced + optimizer).max())

@@ -9,7 +9,8 @@ A profile holds what one machine measured for one model, nothing about schedules
 - the bytes one sample's activation takes between two layers (a message is that x microbatch size);
 - the machine, calibrated by running the workload as a pipeline: per-action overhead of
   ppbench's executor and message latency (each a line in the message bytes), for each of F, I,
-  W, B a line from a stage's profiled time to its time in a pipeline (ranks computing side by
+  W, B a scale on a stage's profiled time plus an offset per layer (per action for the synthetic
+  workload, whose stage is one sleep) giving its time in a pipeline (ranks computing side by
   side), the optimizer's scale, and gradient averaging's latency and seconds per byte per ring hop.
 
 :func:`read_profile` refuses a file that is not this format, of another version, or missing a
@@ -38,7 +39,7 @@ MAX_SIZES = 64
 LAYER_SERIES = ("fwd", "bwd", "inp", "wgrad", "saved_bytes", "wgrad_bytes")
 LAYER_SCALARS = ("params", "param_bytes", "optimizer")
 MACHINE_FIELDS = ("overhead", "overhead_per_byte", "latency", "seconds_per_byte", "allreduce_latency",
-                  "allreduce_seconds_per_byte", "optimizer_scale")
+                  "allreduce_seconds_per_byte", "optimizer_scale", "replica_skew")
 #: per compute op: profiled stage time t -> time in a pipeline, offset + scale x t
 MACHINE_LINES = ("compute_offset", "compute_scale")
 OPS = ("F", "I", "W", "B")
@@ -137,8 +138,12 @@ def profile_problem(record: object) -> str | None:
             return f"machine.{name} must be a finite number >= 0"
     for name in MACHINE_LINES:
         line = machine.get(name)
-        if not isinstance(line, dict) or not all(_number(line.get(op)) for op in OPS):
-            return f"machine.{name} must map each of {', '.join(OPS)} to a finite number >= 0"
+        check = _finite if name == "compute_offset" else _number
+        if not isinstance(line, dict) or not all(check(line.get(op)) for op in OPS):
+            what = "a finite number" + ("" if name == "compute_offset" else " >= 0")
+            return f"machine.{name} must map each of {', '.join(OPS)} to {what}"
+    if machine.get("compute_offset_per") not in ("layer", "action"):
+        return "machine.compute_offset_per must be 'layer' or 'action'"
     if record["workload"] not in ("model", "synthetic"):
         return f"workload must be 'model' or 'synthetic', got {record['workload']!r}"
     return None
@@ -168,7 +173,8 @@ def read_profile(path: str | Path) -> Profile:
                    np.array([layer["param_bytes"] for layer in layers], dtype=np.float64),
                    np.array([layer["optimizer"] for layer in layers], dtype=np.float64),
                    {**{k: float(record["machine"][k]) for k in MACHINE_FIELDS},
-                    **{k: {op: float(record["machine"][k][op]) for op in OPS} for k in MACHINE_LINES}})
+                    **{k: {op: float(record["machine"][k][op]) for op in OPS} for k in MACHINE_LINES},
+                    "compute_offset_per": record["machine"]["compute_offset_per"]})
 
 
 def write_profile(path: str | Path, record: dict) -> Path:
@@ -182,8 +188,12 @@ def write_profile(path: str | Path, record: dict) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1) + "\n"))
 
 
+def _finite(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def _number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
+    return _finite(x) and x >= 0  # type: ignore[operator]
 
 
 def _count(x: object) -> bool:

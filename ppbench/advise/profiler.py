@@ -47,7 +47,10 @@ def _timed(fn, sync) -> float:
 
 def profile_layers(cfg: RunConfig, sizes: list[int], repeats: int, device: torch.device) -> list[dict]:
     """Per layer: F, B, I, W seconds, saved and W-held bytes per microbatch size (medians of
-    ``repeats`` after one warm-up), parameters and the optimizer's seconds per step."""
+    ``repeats`` rounds after one warm-up round), parameters and the optimizer's seconds per step.
+
+    Each round times every layer at every size once, so a slow spell of the host (on a shared VM,
+    tens of percent for a second) spreads over all of them instead of skewing one size."""
     model = cfg.model_config()
     dtype = cfg.torch_dtype
     layers = [layer.to(device) for layer in models.build_layers(model, cfg.seed, dtype)]
@@ -59,6 +62,7 @@ def profile_layers(cfg: RunConfig, sizes: list[int], repeats: int, device: torch
             torch.cuda.synchronize(device)
 
     rows = [{k: [] for k in ("fwd", "bwd", "inp", "wgrad", "saved_bytes", "wgrad_bytes")} for _ in layers]
+    cells = []                                  # (layer index, forward of that layer at that size, its grad)
     for size in sizes:
         x, target = x_all[:size], y_all[:size]
         for i, layer in enumerate(layers):
@@ -68,18 +72,24 @@ def profile_layers(cfg: RunConfig, sizes: list[int], repeats: int, device: torch
 
             with torch.no_grad():
                 y = run()
-            grad = None if i == last else torch.randn_like(y)
-            saved = SavedBytes(layer).measure(run)[1]
-            medians, held = _time_layer(run, grad, repeats, sync)
-            for k, value in medians.items():
-                rows[i][k].append(value)
-            # W never exceeds B: a split backward does the same work in two parts
-            rows[i]["wgrad"][-1] = min(rows[i]["wgrad"][-1], rows[i]["bwd"][-1])
-            rows[i]["saved_bytes"].append(saved)
-            rows[i]["wgrad_bytes"].append(held)
+            cells.append((i, run, None if i == last else torch.randn_like(y), WeightGradStore()))
+            rows[i]["saved_bytes"].append(SavedBytes(layer).measure(run)[1])
             if i < last:
-                with torch.no_grad():
-                    x = layer(x)
+                x = y
+    samples = [{k: [] for k in ("fwd", "bwd", "inp", "wgrad")} for _ in cells]
+    held = [0] * len(cells)
+    for rep in range(repeats + 1):
+        for k, (_, run, grad, store) in enumerate(cells):
+            times, held[k] = _time_layer_once(run, grad, store, rep, sync)
+            if rep:                                   # the first round warms caches and allocators
+                for key, t in times.items():
+                    samples[k][key].append(t)
+    for k, (i, *_) in enumerate(cells):
+        for key, values in samples[k].items():
+            rows[i][key].append(statistics.median(values))
+        # W never exceeds B: a split backward does the same work in two parts
+        rows[i]["wgrad"][-1] = min(rows[i]["wgrad"][-1], rows[i]["bwd"][-1])
+        rows[i]["wgrad_bytes"].append(held[k])
     for i, layer in enumerate(layers):
         params = [p for p in layer.parameters() if p.requires_grad]
         rows[i]["params"] = sum(p.numel() for p in params)
@@ -88,29 +98,21 @@ def profile_layers(cfg: RunConfig, sizes: list[int], repeats: int, device: torch
     return rows
 
 
-def _time_layer(run, grad, repeats: int, sync) -> tuple[dict[str, float], int]:
-    """Median F, B, I, W seconds of one layer (``run`` does its forward), after one warm-up round, and
-    the bytes I keeps for W."""
-    store = WeightGradStore()
-    samples: dict[str, list[float]] = {k: [] for k in ("fwd", "bwd", "inp", "wgrad")}
-    held = 0
-    for rep in range(repeats + 1):
-        box: list = []
-        f = _timed(lambda: box.append(run()), sync)                          # noqa: B023
-        b = _timed(lambda: torch.autograd.backward(box[0], grad), sync)      # noqa: B023 - called at once
-        with DeferWeightGrads(store):
-            out = run()
-        store.collecting = rep
-        try:
-            i = _timed(lambda: torch.autograd.backward(out, grad), sync)     # noqa: B023
-        finally:
-            store.collecting = None
-        held = store.pending_bytes(rep)
-        w = _timed(lambda: store.compute(rep), sync)                          # noqa: B023
-        if rep:                                   # the first round warms caches and allocators
-            for k, t in zip(("fwd", "bwd", "inp", "wgrad"), (f, b, i, w)):
-                samples[k].append(t)
-    return {k: statistics.median(v) for k, v in samples.items()}, held
+def _time_layer_once(run, grad, store: WeightGradStore, key: int, sync) -> tuple[dict[str, float], int]:
+    """F, B, I, W seconds of one layer (``run`` does its forward), and the bytes I keeps for W."""
+    box: list = []
+    f = _timed(lambda: box.append(run()), sync)
+    b = _timed(lambda: torch.autograd.backward(box[0], grad), sync)
+    with DeferWeightGrads(store):
+        out = run()
+    store.collecting = key
+    try:
+        i = _timed(lambda: torch.autograd.backward(out, grad), sync)
+    finally:
+        store.collecting = None
+    held = store.pending_bytes(key)
+    w = _timed(lambda: store.compute(key), sync)
+    return {"fwd": f, "bwd": b, "inp": i, "wgrad": w}, held
 
 
 def _optimizer_seconds(cfg: RunConfig, params: list[nn.Parameter], repeats: int, sync) -> float:
@@ -139,7 +141,7 @@ def synthetic_layers(layers: int, t_fwd: float, t_bwd: float, sizes: list[int]) 
 def calibrate(cfg: RunConfig, comm, rows: list[dict] | None, sizes: list[int], repeats: int,
               synthetic: dict | None) -> dict | None:
     """Run the profiled workload as a pipeline over all of ``comm``'s ranks: 1F1B and ZB-H1 at the
-    smallest and the largest profiled microbatch size, m = 2 p. Their events give lines in the
+    smallest, the middle and the largest profiled microbatch size, m = 2 p. Their events give lines in the
     message bytes for the per-action overhead and the message latency (the calibration of
     ``ppbench simulate --from-run``), and for each of F, I, W, B a line from the profiled time of
     a stage (the sum over its layers) to what it took in the pipeline, where ranks compute side by
@@ -152,11 +154,12 @@ def calibrate(cfg: RunConfig, comm, rows: list[dict] | None, sizes: list[int], r
     from ppbench.sim.calibrate import measured_samples
 
     n = comm.Get_size()
-    points: dict[str, list[tuple[float, float]]] = {op: [] for op in ("F", "I", "W", "B")}
+    # per op: (profiled stage time, its layers, time in the pipeline)
+    points: dict[str, list[tuple[float, int, float]]] = {op: [] for op in ("F", "I", "W", "B")}
     messages, overheads, latencies, optimizer = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="ppbench-profile-") as tmp:
         for schedule in ("1f1b", "zb-h1"):
-            for size in sorted({sizes[0], sizes[-1]}):
+            for size in sorted({sizes[0], sizes[len(sizes) // 2], sizes[-1]}):
                 run_cfg = replace(cfg, schedule=schedule, pp=n, dp=1, microbatches=2 * n, global_batch=2 * n * size,
                                   warmup=1, repeats=repeats, serial_steps=0)
                 split = None
@@ -180,28 +183,60 @@ def calibrate(cfg: RunConfig, comm, rows: list[dict] | None, sizes: list[int], r
                 for op, key in (("F", "fwd"), ("I", "inp"), ("W", "wgrad"), ("B", "bwd")):
                     for s in range(n):
                         if np.isfinite(measured[op][s]):
-                            if synthetic is not None:
-                                asked = {"F": run_cfg.t_fwd, "B": run_cfg.t_bwd}.get(op, run_cfg.t_bwd / 2)
+                            if synthetic is not None:           # one slept action, whatever its layers
+                                asked, units = {"F": run_cfg.t_fwd, "B": run_cfg.t_bwd}.get(op, run_cfg.t_bwd / 2), 1
                             else:
-                                asked = sum(rows[i][key][k] for i in split[s])
-                            points[op].append((asked, measured[op][s]))
+                                asked, units = sum(rows[i][key][k] for i in split[s]), len(split[s])
+                            points[op].append((asked, units, measured[op][s]))
                 if synthetic is None:
                     planned = max(sum(rows[i]["optimizer"] for i in r) for r in split)
                     if planned > 0:
                         optimizer.append(summary["optimizer_time_median"] / planned)
+        skew = _replica_skew(cfg, comm, sizes[-1], repeats, synthetic, tmp)
     if comm.Get_rank() != 0:
         return None
     overhead, overhead_per_byte = _line(messages, overheads)
     latency, per_byte = _line(messages, latencies)
     offsets, scales = {}, {}
     for op, pts in points.items():
-        offsets[op], scales[op] = _line([a for a, _ in pts], [b for _, b in pts]) if len(pts) >= 2 else (0.0, 1.0)
+        offsets[op], scales[op] = _compute_line(pts)
     return {"overhead": overhead, "overhead_per_byte": overhead_per_byte, "latency": latency,
             "seconds_per_byte": per_byte, "compute_offset": offsets, "compute_scale": scales,
-            "optimizer_scale": float(np.median(optimizer)) if optimizer else 1.0,
+            "compute_offset_per": "action" if synthetic is not None else "layer",
+            "optimizer_scale": float(np.median(optimizer)) if optimizer else 1.0, "replica_skew": skew,
             "calibration": {"message_bytes": messages, "overhead": overheads, "latency": latencies,
-                            "compute_points": points, "ranks": n, "runs": "1f1b and zb-h1, m = 2p, smallest and "
-                            "largest profiled microbatch size"}}
+                            "compute_points": points, "ranks": n, "runs": "1f1b and zb-h1, m = 2p, smallest, "
+                            "middle and largest profiled microbatch size"}}
+
+
+def _replica_skew(cfg: RunConfig, comm, size: int, repeats: int, synthetic: dict | None, tmp: str) -> float:
+    """How long, as a share of the step time, the gradient average waits for the slowest of n
+    replicas doing the same work side by side (1F1B, p = 1, d = n, m = 2): per step, the longest
+    ALLREDUCE event minus the shortest (the fastest replica waits that long), over the step time."""
+    from dataclasses import replace
+
+    from ppbench.measure.results import read_run
+
+    n = comm.Get_size()
+    run_cfg = replace(cfg, schedule="1f1b", pp=1, dp=n, microbatches=2, global_batch=2 * n * size, warmup=1,
+                      repeats=repeats, serial_steps=0, split="")
+    if synthetic is not None:
+        per = [sum(r[k][-1] for r in synthetic["rows"]) for k in ("fwd", "bwd")]
+        run_cfg = replace(run_cfg, workload="synthetic", t_fwd=per[0], t_bwd=per[1],
+                          message_bytes=max(4, synthetic["message_bytes"] * size))
+    summary = run_benchmark_quiet(run_cfg, comm, tmp)
+    if comm.Get_rank() != 0:
+        return 0.0
+    events = read_run(summary["path"]).events
+    shares = []
+    for _, step in events.groupby("step"):
+        waits = step[step["op"] == "ALLREDUCE"]
+        compute = step[step["op"].isin(["F", "I", "W", "B"])]
+        span = float(compute["end"].max() - compute["start"].min())
+        if len(waits) == n and span > 0:
+            durations = (waits["end"] - waits["start"]).to_numpy()
+            shares.append(float(durations.max() - durations.min()) / span)
+    return float(np.median(shares)) if shares else 0.0
 
 
 def run_benchmark_quiet(cfg: RunConfig, comm, directory: str) -> dict | None:
@@ -213,6 +248,20 @@ def run_benchmark_quiet(cfg: RunConfig, comm, directory: str) -> dict | None:
 def _message_bytes(cfg: RunConfig) -> int:
     shape = models.activation_shape(cfg.model_config(), cfg.microbatch_size)
     return int(np.prod(shape)) * torch.tensor([], dtype=cfg.torch_dtype).element_size()
+
+
+def _compute_line(points: list[tuple[float, int, float]]) -> tuple[float, float]:
+    """(offset per unit, scale) of pipeline time = scale x profiled time + offset x units, least squares.
+    The offset may be negative: a layer timed alone pays its own call overheads, which a stage's
+    chain of layers partly does not."""
+    if len(points) < 2:
+        return 0.0, 1.0
+    a = np.array([[t, units] for t, units, _ in points], dtype=float)
+    y = np.array([m for *_, m in points], dtype=float)
+    (scale, offset), *_ = np.linalg.lstsq(a, y, rcond=None)
+    if scale <= 0:                                # degenerate (all points alike): a plain ratio
+        return 0.0, float(y.sum() / max(a[:, 0].sum(), 1e-12))
+    return float(offset), float(scale)
 
 
 def _line(x: list[float], y: list[float]) -> tuple[float, float]:

@@ -10,10 +10,9 @@ from pathlib import Path
 import pandas as pd
 
 from ppbench.advise.profile_file import Profile
+from ppbench.report.summary import ADVICE_FORMAT
 
 __all__ = ["advice_record", "advice_text", "write_advice", "exclusion_kind", "ADVICE_FORMAT"]
-
-ADVICE_FORMAT = "ppbench-advice"
 
 
 def exclusion_kind(reason: str) -> str:
@@ -75,11 +74,14 @@ def verified_text(verified: list[dict]) -> str:
         "predicted ms": _ms(v["predicted_iteration_time"]),
         "measured ms": _ms(v["measured_iteration_time"]) if v["measured_iteration_time"] == v["measured_iteration_time"]
         else "failed",
+        "min..max": f"{_ms(v['measured_min'])}..{_ms(v['measured_max'])}" if v["rounds"] else "-",
         "error": f"{v['error']:+.1%}" if v["error"] == v["error"] else "-",
         "pred bubble": f"{v['predicted_bubble']:.3f}", "meas bubble": f"{v['measured_bubble']:.3f}"}
         for v in verified])
     measured = [v for v in verified if v["measured_iteration_time"] == v["measured_iteration_time"]]
-    lines = ["verified (ppbench run, median iteration time):", table.to_string(index=False)]
+    rounds = max(v["rounds"] for v in verified)
+    lines = [f"verified (ppbench run; median over {rounds} alternated runs of each run's median iteration time):",
+             table.to_string(index=False)]
     if measured:
         best = min(measured, key=lambda v: v["measured_iteration_time"])
         worst = max(abs(v["error"]) for v in measured)

@@ -4,6 +4,8 @@ what was predicted."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from ppbench.advise.predict import Prediction
 from ppbench.advise.profile_file import Profile
 from ppbench.config import ConfigError, RunConfig
@@ -43,8 +45,10 @@ def default_candidate(ranked: list[Prediction], top: Prediction) -> Prediction |
 
 
 def verify(profile: Profile, ranked: list[Prediction], k: int, batch: int, results: str, repeats: int,
-           timeout: float) -> list[dict]:
-    """Run the top ``k`` predictions and the 1F1B default; one row per run, predicted beside measured."""
+           timeout: float, rounds: int = 3) -> list[dict]:
+    """Run the top ``k`` predictions and the 1F1B default, ``rounds`` times in alternation (round 1 runs
+    each once, then round 2, ...: a host that drifts shifts them all alike); one row per candidate,
+    predicted beside the median over rounds of each run's median iteration time."""
     from ppbench.measure.results import load_runs, run_key
     from ppbench.run.sweep import run_sweep
 
@@ -61,26 +65,32 @@ def verify(profile: Profile, ranked: list[Prediction], k: int, batch: int, resul
             rows.append(_row(position, pred, why, None, f"not runnable: {exc}"))
             continue
         configs.append((position, pred, why, cfg))
-    run_sweep([cfg for *_, cfg in configs], results, redo=True, timeout=timeout, show_progress=False)
-    runs, _ = load_runs(results)
-    by_key: dict[str, object] = {}
-    for run in runs:
-        by_key[run.meta["config_key"]] = run
+    by_key: dict[str, list] = {}
+    for round_ in range(rounds):
+        directory = f"{results}/round-{round_ + 1}"
+        run_sweep([cfg for *_, cfg in configs], directory, redo=True, timeout=timeout, show_progress=False)
+        for run in load_runs(directory)[0]:
+            by_key.setdefault(run.meta["config_key"], []).append(run)
     for position, pred, why, cfg in configs:
-        run = by_key.get(run_key(cfg))
-        rows.append(_row(position, pred, why, run, "" if run else "the run failed (see its message above)"))
+        runs = by_key.get(run_key(cfg), [])
+        rows.append(_row(position, pred, why, runs, "" if runs else "the run failed (see its message above)"))
     return sorted(rows, key=lambda r: r["predicted_rank"])
 
 
-def _row(position: int, pred: Prediction, why: str, run, note: str) -> dict:
+def _row(position: int, pred: Prediction, why: str, runs: list, note: str) -> dict:
     c = pred.candidate
     nan = float("nan")
-    summary = run.meta["summary"] if run is not None else {}
-    measured = summary.get("iteration_time_median", nan)
+
+    def median(key: str) -> float:
+        return float(np.median([r.meta["summary"][key] for r in runs])) if runs else nan
+
+    measured = median("iteration_time_median")
+    each = [r.meta["summary"]["iteration_time_median"] for r in runs]
     return {"predicted_rank": position, "why": why, "schedule": c.label, "p": c.p, "d": c.d, "m": c.m, "v": c.v,
             "split": ",".join(str(len(r)) for r in c.split), "predicted_iteration_time": pred.iteration_time,
             "predicted_step_time": pred.step_time, "predicted_bubble": pred.bubble,
-            "measured_iteration_time": measured, "measured_step_time": summary.get("step_time_median", nan),
-            "measured_bubble": summary.get("bubble_mean_median", nan),
+            "measured_iteration_time": measured, "measured_min": min(each, default=nan),
+            "measured_max": max(each, default=nan), "rounds": len(runs),
+            "measured_step_time": median("step_time_median"), "measured_bubble": median("bubble_mean_median"),
             "error": pred.iteration_time / measured - 1 if measured == measured and measured > 0 else nan,
-            "run": str(run.path) if run is not None else "", "note": note}
+            "run": str(runs[0].path) if runs else "", "note": note}

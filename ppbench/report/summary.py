@@ -8,7 +8,6 @@ latency and per-action overhead measured in the same run; see ``ppbench.calibrat
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import pandas as pd
@@ -22,11 +21,12 @@ THEORY_TEXT = ("theory assumes uniform stages and free communication, as fractio
                "GPipe and 1F1B (p-1)/(m+p-1); interleaved (p-1)/(vm+p-1); LoopedBFS 1-vm/((v-1)max(m,p)+m+p-1); "
                "ZB-H1 (p-1)/(3m+p-1) with F = I = W and m >= p (Megatron-LM's bubble/ideal form is (p-1)/m)")
 
-__all__ = ["tidy_table", "format_summary", "write_report", "compare", "run_report", "environments"]
+__all__ = ["tidy_table", "format_summary", "write_report", "compare", "run_report", "environments",
+           "select_timelines", "load_advice", "ADVICE_FORMAT"]
 
 _CONFIG_COLS = ["schedule", "transport", "pp", "dp", "microbatches", "chunks", "workload", "model", "size", "dtype",
-                "impl"]
-_DEFAULTS = {"chunks": 1, "impl": "ppbench"}     # keys that older result files may lack
+                "impl", "split"]
+_DEFAULTS = {"chunks": 1, "impl": "ppbench", "split": ""}     # keys that older result files may lack
 
 
 def _simulated_bubble(run: Run) -> float:
@@ -100,7 +100,8 @@ def _closed_form(formula, schedule: str, *args) -> float:
 
 def compare(table: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
     """Configurations present in both, with the baseline's step time and throughput and the ratios."""
-    base = baseline.set_index("config_key")[["step_time_ms", "throughput", "bubble"]].add_prefix("baseline_")
+    base = baseline.set_index("config_key")[["step_time_ms", "step_time_ms_min", "step_time_ms_max", "throughput",
+                                             "bubble"]].add_prefix("baseline_")
     both = table.join(base, on="config_key", how="inner")
     both["step_time_ratio"] = both["step_time_ms"] / both["baseline_step_time_ms"]
     both["throughput_ratio"] = both["throughput"] / both["baseline_throughput"]
@@ -158,20 +159,26 @@ def environments(runs: list[Run]) -> list[str]:
     return seen
 
 
-def write_report(runs: list[Run], table: pd.DataFrame, out: Path, skipped: list[str]) -> list[Path]:
-    """index.html with its pictures, summary.md and summary.csv under ``out``; returns the files."""
+def write_report(runs: list[Run], table: pd.DataFrame, out: Path, skipped: list[str],
+                 timelines: list[Run] | None = None, advice: list[dict] | None = None) -> list[Path]:
+    """index.html with its pictures, summary.md and summary.csv under ``out``; returns the files.
+    ``timelines``: the runs to draw (default: one per schedule at its largest p and m)."""
     from ppbench.report import plots
+    from ppbench.report.findings import attributions, findings
+    from ppbench.report.page import render
 
     out.mkdir(parents=True, exist_ok=True)
-    images = plots.draw_all(runs, table, out)
+    images = plots.draw_all(runs, table, out, timelines, advice)
+    found = findings(table, attributions(runs, table), advice)
     _write_text(out / "summary.csv", table.to_csv(index=False))
     env = environments(runs)
-    md = ["# ppbench report", "", *[f"- {line}" for line in env], "",
+    md = ["# ppbench report", "", "## Findings", "", *[f"- {f.text}" for f in found if f.headline], "",
+          *[f"- {line}" for line in env], "",
           f"Bubble: fraction of step time idle (mean over ranks); {THEORY_TEXT}. Medians over all measured steps.",
           "", _markdown(_display(table)), ""]
     md += [f"![{img.stem}]({img.name})" for img in images]
     _write_text(out / "summary.md", "\n".join(md) + "\n")
-    _write_text(out / "index.html", _html(table, env, images, skipped))
+    _write_text(out / "index.html", render(table, env, images, skipped, found, THEORY_TEXT, plots.CAPTIONS, advice))
     return [out / "index.html", out / "summary.md", out / "summary.csv", *images]
 
 
@@ -180,33 +187,61 @@ def _write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda partial: partial.write_bytes(text.encode("utf-8", "backslashreplace")))
 
 
-def _html(table: pd.DataFrame, env: list[str], images: list[Path], skipped: list[str]) -> str:
-    from ppbench.report.plots import CAPTIONS
+#: what ``ppbench advise`` writes into its JSON record's "format"
+ADVICE_FORMAT = "ppbench-advice"
+TIMELINE_KEYS = {"schedule": "schedule", "p": "pp", "m": "microbatches", "d": "dp", "v": "chunks",
+                 "workload": "workload", "model": "model", "size": "size", "impl": "impl"}
 
-    figures = "\n".join(f'<figure><img src="{html.escape(i.name)}" alt="{html.escape(i.stem)}">'
-                        f"<figcaption>{html.escape(CAPTIONS.get(i.stem.split('-')[0], i.stem))}</figcaption></figure>"
-                        for i in images)
-    warn = "".join(f"<li>{html.escape(s)}</li>" for s in skipped)
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>ppbench report</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse;font-size:12px}}
-td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}} figure{{margin:1.5em 0}} img{{max-width:100%}}
-.env{{background:#f4f4f4;padding:.5em 1em}}</style></head><body>
-<h1>ppbench report</h1>
-<p>{len(table)} configurations from the result files read; {len(skipped)} files skipped (listed at the end).</p>
-<div class="env"><b>Measured on</b><ul>{"".join(f"<li>{html.escape(e)}</li>" for e in env)}</ul></div>
-<p>Medians over every measured step of every run of a configuration. Bubble = fraction of step time a rank is idle
-(mean over ranks); {html.escape(THEORY_TEXT)}. Overlap = share of transfer time during which the rank computed.
-</p>
-{_display(table).to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-")}
-{figures}
-{f"<h2>Skipped files</h2><ul>{warn}</ul>" if skipped else ""}
-</body></html>
-"""
+
+def select_timelines(runs: list[Run], specs: list[str]) -> list[Run]:
+    """The newest run matching each ``--timeline`` spec (``schedule=1f1b,p=4,m=8``); ValueError (one line,
+    what is present) when a spec is malformed or matches nothing."""
+    chosen = []
+    for spec in specs:
+        wanted = {}
+        for part in spec.split(","):
+            key, sep, value = part.partition("=")
+            key = key.strip()
+            if not sep or key not in TIMELINE_KEYS or not value.strip():
+                raise ValueError(f"--timeline {spec!r}: expected KEY=VALUE pairs separated by commas, KEY one of "
+                                 f"{', '.join(TIMELINE_KEYS)} (e.g. schedule=1f1b,p=4,m=8)")
+            wanted[TIMELINE_KEYS[key]] = value.strip()
+
+        hits = [r for r in runs if _matches(r, wanted)]
+        if not hits:
+            present = sorted({f"schedule={r.label},p={r.config['pp']},m={r.config['microbatches']}" for r in runs})
+            raise ValueError(f"--timeline {spec!r} matches no run; present: {'; '.join(present[:8])}"
+                             + (f" and {len(present) - 8} more" if len(present) > 8 else ""))
+        chosen.append(max(hits, key=lambda r: r.meta["run_id"]))
+    return chosen
+
+
+def _matches(run: Run, wanted: dict[str, str]) -> bool:
+    values = {**run.config, "schedule": run.label}
+    return all(str(values.get(k, _DEFAULTS.get(k, ""))) == v for k, v in wanted.items())
+
+
+def load_advice(directory: str) -> list[dict]:
+    """Every ``ppbench advise`` record (advice-*.json) under ``directory``, oldest first."""
+    import json
+
+    found = []
+    for path in sorted(Path(directory).rglob("*.json")):
+        if path.stat().st_size > 64 * 2**20:
+            continue
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("format") == ADVICE_FORMAT and \
+                isinstance(record.get("ranked"), list):
+            found.append(record)
+    return found
 
 
 def run_report(directory: str, fmt: str, out: str | None, schedules: list[str] | None, models: list[str] | None,
-               workloads: list[str] | None, baseline: str | None, write: bool = True) -> tuple[int, str, list[str]]:
+               workloads: list[str] | None, baseline: str | None, write: bool = True,
+               timelines: list[str] | None = None) -> tuple[int, str, list[str]]:
     """Everything ``ppbench report`` does; returns (exit status, text for stdout, warnings)."""
     runs, skipped = load_runs(directory)
     warnings = list(skipped) + [f"{len(runs)} result files read, {len(skipped)} skipped in {Path(directory)}/"]
@@ -215,6 +250,10 @@ def run_report(directory: str, fmt: str, out: str | None, schedules: list[str] |
     if not runs:
         return 1, "", warnings + [f"no ppbench results in {directory}/ (after filters): run `ppbench run` or "
                                   "`ppbench sweep` first"]
+    try:
+        drawn = select_timelines(runs, timelines) if timelines else None
+    except ValueError as exc:
+        return 2, "", warnings + [f"error: {exc}"]
     table = tidy_table(runs)
     if baseline:
         base_runs, base_skipped = load_runs(baseline)
@@ -227,7 +266,7 @@ def run_report(directory: str, fmt: str, out: str | None, schedules: list[str] |
     text = format_summary(table, fmt)
     if write:
         target = Path(out) if out else Path(directory) / "report"
-        files = write_report(runs, table, target, skipped)
+        files = write_report(runs, table, target, skipped, drawn, load_advice(directory))
         if fmt == "table":
             text += f"\n\nreport: {files[0]} ({len(files) - 3} pictures), {files[1]}, {files[2]}"
     return 0, text, warnings

@@ -23,7 +23,7 @@ from ppbench.run.jobs import output_directory
 from ppbench.run.launch import run_mpi
 from ppbench.sim.validate import require_runnable
 
-__all__ = ["sweep_configs", "recorded_keys", "run_sweep", "config_args", "claim"]
+__all__ = ["sweep_configs", "recorded_keys", "run_sweep", "config_args", "claim", "remove_stale_claims"]
 
 
 def sweep_configs(schedules, world_sizes, microbatches, models, sizes, workloads, dp: int = 1,
@@ -100,6 +100,21 @@ def claim(directory: str | Path, key: str) -> Path | None:
     return None
 
 
+def remove_stale_claims(directory: str | Path) -> list[Path]:
+    """Remove claim files left by sweeps on this host that are no longer alive (a sweep killed just after
+    its run finished leaves the claim of a configuration no later sweep needs to touch)."""
+    removed = []
+    for path in Path(directory).glob(".*.claim"):
+        try:
+            host, _, pid = path.read_text().partition(" ")
+        except OSError:
+            continue
+        if host == socket.gethostname() and pid.isdigit() and not alive(int(pid)):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def run_sweep(configs: list[RunConfig], results: str, redo: bool, timeout: float, show_progress: bool = True) -> int:
     """Run every configuration not yet recorded (nor claimed by a sweep running beside this one);
     returns the number that failed. A signal ends the current run's job and stops the sweep
@@ -107,6 +122,7 @@ def run_sweep(configs: list[RunConfig], results: str, redo: bool, timeout: float
     ``results`` is created if missing."""
     output_directory(results, "results")
     remove_stale_partials(results)
+    remove_stale_claims(results)
     done = set() if redo else recorded_keys(results)
     todo = [c for c in configs if run_key(c) not in done]
     skipped = len(configs) - len(todo)

@@ -28,7 +28,7 @@ from ppbench.sim.array_simulator import array_metrics, simulate_arrays
 from ppbench.sim.costs import Costs
 
 __all__ = ["measured_samples", "measured_costs", "simulate_run", "simulated_bubble", "compare_with_simulation",
-           "resolved_transport"]
+           "resolved_transport", "bubble_attribution"]
 
 
 def resolved_transport(config: dict) -> str:
@@ -68,13 +68,34 @@ def _mean_costs(samples: dict[str, np.ndarray]) -> Costs:
 
 
 def _gaps(events: pd.DataFrame) -> np.ndarray:
-    gaps = []
-    for _, mine in events.groupby(["step", "rank"] if "step" in events else ["rank"]):
-        compute = mine[mine["op"].isin(COMPUTE)].sort_values("start")
-        ends, starts = compute["end"].to_numpy()[:-1], compute["start"].to_numpy()[1:]
-        waits = np.sort(mine.loc[mine["op"] == "WAIT", "start"].to_numpy())
-        gaps.append((starts - ends)[np.searchsorted(waits, starts) == np.searchsorted(waits, ends)])
-    return np.concatenate(gaps) if gaps else np.array([])
+    """Per rank and step, the gaps between consecutive compute actions with no WAIT starting inside them."""
+    keys = ["step", "rank"] if "step" in events else ["rank"]
+    group = events.groupby(keys, sort=False).ngroup().to_numpy()
+    op, start, end = events["op"].to_numpy(), events["start"].to_numpy(), events["end"].to_numpy()
+    compute = np.isin(op, COMPUTE)
+    order = np.lexsort((start[compute], group[compute]))
+    g, s, e = group[compute][order], start[compute][order], end[compute][order]
+    same = g[1:] == g[:-1]
+    ends, starts, gg = e[:-1][same], s[1:][same], g[1:][same]
+    wait = op == "WAIT"
+    w_order = np.lexsort((start[wait], group[wait]))
+    wg, ws = group[wait][w_order], start[wait][w_order]
+    # a wait lies in [end, start) of a gap when the count of (group, wait start) pairs below each bound differs
+    below_start = _count_below(wg, ws, gg, starts)
+    below_end = _count_below(wg, ws, gg, ends)
+    return (starts - ends)[below_start == below_end]
+
+
+def _count_below(keys: np.ndarray, values: np.ndarray, qkeys: np.ndarray, qvalues: np.ndarray) -> np.ndarray:
+    """For each query, how many (key, value) pairs (sorted by key, then value) come before (qkey, qvalue)."""
+    first = np.searchsorted(keys, qkeys, side="left")
+    last = np.searchsorted(keys, qkeys, side="right")
+    out = first.copy()
+    for k in np.unique(qkeys):
+        sel = qkeys == k
+        lo, hi = first[sel][0], last[sel][0]
+        out[sel] = lo + np.searchsorted(values[lo:hi], qvalues[sel])
+    return out
 
 
 def _latencies(events: pd.DataFrame) -> np.ndarray:
@@ -114,10 +135,7 @@ def simulate_run(run: Run, samples: int = 0, seed: int = 0) -> tuple[dict, Costs
     key = arrays.stage.astype(np.int64) * 4 + arrays.op
     n = arrays.op.size
     if not samples:
-        mean = np.zeros(key.max() + 1)
-        for k in np.unique(key):
-            mean[k] = np.mean(by_stage.get(int(k), observed[COMPUTE_OPS[k % 4].value]))
-        dur = mean[key]
+        dur = _mean_durations(by_stage, observed, key)
         metrics = array_metrics(simulate_arrays(arrays, costs, mode, durations=(
             dur, np.full(n, costs.overhead), np.full(n, costs.comm))))
         return {k: metrics[k] for k in keys}, costs
@@ -132,6 +150,37 @@ def simulate_run(run: Run, samples: int = 0, seed: int = 0) -> tuple[dict, Costs
         draws.append(array_metrics(simulate_arrays(arrays, costs, mode, durations=(dur, overhead, comm))))
     return {k: float(np.nanmedian([d[k] for d in draws])) if any(np.isfinite(d[k]) for d in draws) else float("nan")
             for k in keys}, costs
+
+
+def bubble_attribution(run: Run) -> dict[str, float]:
+    """Mean bubble of the run's schedule simulated with its own mean costs (``simulated``), then
+    without message latency (``no_latency``), without per-action overhead (``no_overhead``), and
+    without either (``free``: what is left comes from unequal stage costs). What each removal
+    lowers the bubble by is what that cost contributes."""
+    cfg = run.config
+    events = run.events[run.events["rank"] < cfg["pp"]]
+    observed = measured_samples(events)
+    costs = _mean_costs(observed)
+    arrays = run_arrays(run)
+    key = arrays.stage.astype(np.int64) * 4 + arrays.op
+    dur = _mean_durations(_durations_by_action(events[events["op"].isin(COMPUTE)]), observed, key)
+    n, mode = arrays.op.size, resolved_transport(cfg)
+
+    def bubble(comm: float, overhead: float) -> float:
+        sim = simulate_arrays(arrays, costs, mode, durations=(dur, np.full(n, overhead), np.full(n, comm)))
+        return array_metrics(sim)["bubble_mean"]
+
+    return {"simulated": bubble(costs.comm, costs.overhead), "no_latency": bubble(0.0, costs.overhead),
+            "no_overhead": bubble(costs.comm, 0.0), "free": bubble(0.0, 0.0),
+            "latency": costs.comm, "overhead": costs.overhead}
+
+
+def _mean_durations(by_stage: dict[int, np.ndarray], observed: dict[str, np.ndarray], key: np.ndarray) -> np.ndarray:
+    """Each action's duration: the mean of its stage's observed ones for that op (else of the op's)."""
+    mean = np.zeros(key.max() + 1)
+    for k in np.unique(key):
+        mean[k] = np.mean(by_stage.get(int(k), observed[COMPUTE_OPS[k % 4].value]))
+    return mean[key]
 
 
 def _durations_by_action(compute: pd.DataFrame) -> dict[int, np.ndarray]:
