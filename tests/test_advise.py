@@ -284,7 +284,8 @@ def test_profile_then_advise_then_verify_end_to_end(tmp_path):
     row = advice["verified"][0]
     assert (row["schedule"], row["p"], row["d"], row["m"]) == (top["schedule"], top["p"], top["d"], top["m"])
     assert math.isfinite(row["measured_iteration_time"]) and row["run"]
-    assert "predicted ms" in proc.stdout and "measured ms" in proc.stdout
+    assert math.isfinite(row["compute_ratio"]) and math.isfinite(row["error_with_measured_compute"])
+    assert "predicted ms" in proc.stdout and "measured ms" in proc.stdout and "error, measured compute" in proc.stdout
     assert stem.with_suffix(".csv").read_text().splitlines()[0].startswith("schedule,p,d,m,v,microbatch_size")
 
 
@@ -301,3 +302,15 @@ def test_split_sets_the_layers_of_each_stage_and_keeps_gradients_equivalent():
     for bad in ("4,3", "8,0", "2,2,4", "a,b", "4,4,"):
         with pytest.raises(ConfigError, match="layer counts .* adding up to the model's 8 layers, e.g. 4,4"):
             RunConfig(pp=2, split=bad).validate()
+
+
+def test_measured_compute_replaces_the_profiled_one_stage_by_stage(write):
+    prof = write(profile_record(layers=8, sizes=(1, 8)))
+    (c,) = [c for c in enumerate_candidates(4, 32, 8, ["1f1b"]) if (c.p, c.m) == (4, 8)]
+    planned = predict(prof, c)
+    assert planned.stage_compute["F"] == [8.0] * 4 and planned.stage_compute["B"] == [16.0] * 4
+    same = predict(prof, c, stage_compute=planned.stage_compute)
+    assert same.iteration_time == planned.iteration_time
+    # every F measured twice as long, B unknown (NaN keeps the profiled value): (m + p - 1)(2F + B)
+    slower = predict(prof, c, stage_compute={"F": [16.0] * 4, "B": [float("nan")] * 4})
+    assert slower.step_time == pytest.approx((8 + 4 - 1) * (16 + 16))

@@ -20,7 +20,7 @@ For one candidate (schedule, p, d, m, v; microbatch size b = B / (d m)):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -51,6 +51,7 @@ class Prediction:
     memory_per_rank: list[float]
     allreduce_time: float
     optimizer_time: float
+    stage_compute: dict[str, list[float]] = field(default_factory=dict)   # op -> seconds of one action per stage
 
     def row(self, batch: int) -> dict:
         c = self.candidate
@@ -67,8 +68,12 @@ def split_text(split: list[range]) -> str:
 
 
 def predict(profile: Profile, c: Candidate, memory_cap: float | None = None, files: dict | None = None,
-            cache: dict | None = None) -> Prediction | None:
-    """The prediction for ``c``, or None with ``c.excluded`` set to why it was dropped."""
+            cache: dict | None = None, stage_compute: dict[str, list[float]] | None = None) -> Prediction | None:
+    """The prediction for ``c``, or None with ``c.excluded`` set to why it was dropped.
+
+    ``stage_compute`` (op -> seconds per stage, NaN where unknown) replaces the profiled compute of
+    those stages and ops: with a run's measured compute, what is left between prediction and
+    measurement is the schedule model's (overhead, latency, waiting), not the compute profile's."""
     cache = {} if cache is None else cache
     stages = c.p * c.v
     synthetic = profile.workload == "synthetic"
@@ -102,6 +107,8 @@ def predict(profile: Profile, c: Candidate, memory_cap: float | None = None, fil
     for code, key, op in ((OP_F, "fwd", "F"), (OP_I, "inp", "I"), (OP_W, "wgrad", "W"), (OP_B, "bwd", "B")):
         line = machine["compute_offset"][op] * units + machine["compute_scale"][op] * table[key]
         by_op[:, code] = np.maximum(line, 0.0)
+        given = np.asarray((stage_compute or {}).get(op, [np.nan] * stages), dtype=float)
+        by_op[:, code] = np.where(np.isfinite(given), given, by_op[:, code])
     dur = by_op[arrays.stage, arrays.op]
     n = dur.size
     message = profile.message_bytes_per_sample * c.microbatch_size
@@ -131,7 +138,9 @@ def predict(profile: Profile, c: Candidate, memory_cap: float | None = None, fil
     synced = np.maximum(ends + allreduce, ends[last] + allreduce[last])   # the loss comes from the last stage
     iteration = float((synced + optimizer).max())
     return Prediction(c, metrics["step_time"], iteration, metrics["bubble_mean"], float(memory.max()),
-                      [float(x) for x in memory], float(allreduce.max()), float(optimizer.max()))
+                      [float(x) for x in memory], float(allreduce.max()), float(optimizer.max()),
+                      {op: [float(x) for x in by_op[:, code]] for op, code in (("F", OP_F), ("I", OP_I), ("W", OP_W),
+                                                                                 ("B", OP_B))})
 
 
 def advise(profile: Profile, world: int, batch: int, schedules: list[str], memory_cap: float | None = None,

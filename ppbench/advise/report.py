@@ -76,7 +76,10 @@ def verified_text(verified: list[dict]) -> str:
         else "failed",
         "min..max": f"{_ms(v['measured_min'])}..{_ms(v['measured_max'])}" if v["rounds"] else "-",
         "error": f"{v['error']:+.1%}" if v["error"] == v["error"] else "-",
-        "pred bubble": f"{v['predicted_bubble']:.3f}", "meas bubble": f"{v['measured_bubble']:.3f}"}
+        "pred bubble": f"{v['predicted_bubble']:.3f}", "meas bubble": f"{v['measured_bubble']:.3f}",
+        "compute meas/pred": f"{v['compute_ratio']:.2f}" if v["compute_ratio"] == v["compute_ratio"] else "-",
+        "error, measured compute": f"{v['error_with_measured_compute']:+.1%}"
+        if v["error_with_measured_compute"] == v["error_with_measured_compute"] else "-"}
         for v in verified])
     measured = [v for v in verified if v["measured_iteration_time"] == v["measured_iteration_time"]]
     rounds = max(v["rounds"] for v in verified)
@@ -87,6 +90,9 @@ def verified_text(verified: list[dict]) -> str:
         worst = max(abs(v["error"]) for v in measured)
         lines.append(f"largest |error| {worst:.1%}; measured fastest: {best['schedule']} p={best['p']} d={best['d']} "
                      f"m={best['m']} (predicted rank {best['predicted_rank']})")
+        lines.append("compute meas/pred: the runs' per-stage compute over the predicted (the machine's speed then "
+                     "against when profiled); error, measured compute: the prediction redone with the runs' own "
+                     "compute times (what the schedule model alone gets wrong)")
     return "\n".join(lines)
 
 

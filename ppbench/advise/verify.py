@@ -73,8 +73,40 @@ def verify(profile: Profile, ranked: list[Prediction], k: int, batch: int, resul
             by_key.setdefault(run.meta["config_key"], []).append(run)
     for position, pred, why, cfg in configs:
         runs = by_key.get(run_key(cfg), [])
-        rows.append(_row(position, pred, why, runs, "" if runs else "the run failed (see its message above)"))
+        row = _row(position, pred, why, runs, "" if runs else "the run failed (see its message above)")
+        row.update(_with_measured_compute(profile, pred, runs, row["measured_iteration_time"]))
+        rows.append(row)
     return sorted(rows, key=lambda r: r["predicted_rank"])
+
+
+def _with_measured_compute(profile: Profile, pred: Prediction, runs: list, measured: float) -> dict:
+    """The prediction again with the runs' own per-stage compute times (medians over rounds), and the
+    ratio of measured to predicted compute: whether an error is the compute profile's (the machine
+    computed at another speed than when profiled) or the schedule model's."""
+    from copy import copy
+
+    from ppbench.advise.predict import predict
+
+    nan = float("nan")
+    if not runs:
+        return {"compute_ratio": nan, "predicted_with_measured_compute": nan, "error_with_measured_compute": nan}
+    ops = ("F", "I", "W", "B")
+    measured_compute = {op: np.nanmedian([r.meta["summary"]["compute_time_per_stage"][op] for r in runs], axis=0)
+                        if any(np.isfinite(r.meta["summary"]["compute_time_per_stage"][op]).any() for r in runs)
+                        else None for op in ops}
+    stage_compute = {op: list(v) for op, v in measured_compute.items() if v is not None}
+    again = predict(profile, copy(pred.candidate), stage_compute=stage_compute)
+    planned = predict(profile, copy(pred.candidate))
+    ratios = []
+    if again is not None and planned is not None:
+        for op, values in stage_compute.items():
+            expected = planned.stage_compute[op]
+            ratios += [m / e for m, e in zip(values, expected) if np.isfinite(m) and e > 0]
+    with_compute = again.iteration_time if again is not None else nan
+    return {"compute_ratio": float(np.median(ratios)) if ratios else nan,
+            "predicted_with_measured_compute": with_compute,
+            "error_with_measured_compute": with_compute / measured - 1 if measured == measured and measured > 0
+            else nan}
 
 
 def _row(position: int, pred: Prediction, why: str, runs: list, note: str) -> dict:
