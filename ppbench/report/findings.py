@@ -51,9 +51,11 @@ def workload_label(row) -> str:
 
 
 def schedule_label(row) -> str:
-    """The schedule, with v where a chunked schedule ran at other than its usual 2."""
+    """The schedule, with v where a chunked schedule ran at other than its usual 2, and PyTorch's
+    implementation marked."""
     chunks = int(row.get("chunks", 1) or 1)
-    return row["schedule"] + (f" v={chunks}" if chunks > 2 else "")
+    torch = row.get("impl", "ppbench") == "torch"
+    return row["schedule"] + (f" v={chunks}" if chunks > 2 else "") + (" (PyTorch)" if torch else "")
 
 
 def _pct(x: float) -> str:
@@ -165,7 +167,8 @@ def pytorch(table: pd.DataFrame) -> list[Finding]:
                for (_, r), q in zip(pairs.iterrows(), ratio)]
     head = Finding("pytorch", f"ppbench's executor against torch.distributed.pipelining on the same {len(pairs)} "
                    f"configurations: step-time ratio ppbench / PyTorch median {ratio.median():.2f} "
-                   f"(from {ratio.min():.2f} to {ratio.max():.2f}); ppbench faster in {(ratio < 1).sum()}.",
+                   f"(from {ratio.min():.2f} to {ratio.max():.2f}); ppbench faster in {(ratio < 1).sum()}. Runs of "
+                   f"the two may come from different times; benchmarks/side_by_side.py alternates them.",
                    [k for d in details for k in d.rows], "pytorch", headline=True)
     return [head, *details]
 
