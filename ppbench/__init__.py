@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 _PUBLIC = {
     # building and reading schedules (no torch, no MPI)
@@ -34,6 +34,9 @@ _PUBLIC = {
     # schedules from files
     "read_schedule": "ppbench.plan.files", "parse_schedule": "ppbench.plan.files", "to_csv": "ppbench.plan.files",
     "to_json": "ppbench.plan.files", "validate_schedule": "ppbench.sim.validate",
+    # advice from a profile
+    "read_profile": "ppbench.advise.profile_file", "ProfileError": "ppbench.advise.profile_file",
+    "advise": "ppbench.advise.predict", "predict": "ppbench.advise.predict",
 }
 
 __all__ = ["__version__", *_PUBLIC]

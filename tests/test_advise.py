@@ -314,3 +314,18 @@ def test_measured_compute_replaces_the_profiled_one_stage_by_stage(write):
     # every F measured twice as long, B unknown (NaN keeps the profiled value): (m + p - 1)(2F + B)
     slower = predict(prof, c, stage_compute={"F": [16.0] * 4, "B": [float("nan")] * 4})
     assert slower.step_time == pytest.approx((8 + 4 - 1) * (16 + 16))
+
+
+def test_a_users_schedule_file_is_predicted_like_the_builtin_it_equals(write, tmp_path):
+    from ppbench.plan.files import read_schedule, to_json
+    from ppbench.plan.schedules import build_schedule, placement_for
+
+    path = tmp_path / "mine.json"
+    path.write_text(to_json(build_schedule("1f1b", 2, 4), placement_for("1f1b", 2), 4, "mine"))
+    prof = write(profile_record(layers=4, sizes=(1, 2), latency=0.5, overhead=0.1))
+    ranked, excluded = advise(prof, 2, 8, ["1f1b"], files={str(path): read_schedule(path)})
+    by_label = {(r.candidate.label, r.candidate.p, r.candidate.m): r for r in ranked}
+    mine, builtin = by_label[(str(path), 2, 4)], by_label[("1f1b", 2, 4)]
+    assert mine.iteration_time == builtin.iteration_time and mine.peak_memory == builtin.peak_memory
+    assert mine.candidate.split == builtin.candidate.split
+    assert sum(r.candidate.schedule_file == str(path) for r in ranked) == 1      # it fixes p = 2 and m = 4

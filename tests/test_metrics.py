@@ -86,11 +86,13 @@ def test_no_transfers_means_no_overlap_value():
 
 
 @pytest.mark.parametrize("name", list(SCHEDULES))
-@pytest.mark.parametrize("p", range(1, 17))
+@pytest.mark.parametrize("p", range(1, 9))
 def test_simulated_bubble_and_peak_in_flight_equal_closed_forms(name, p):
+    """Through the events form and ``step_metrics``; the larger grid (p <= 16, m <= 64) is checked on the
+    array simulator (tests/test_array_simulator.py), which is checked equal to this simulator."""
     v = SCHEDULES[name].default_chunks
     costs = Costs(1, 2, 1)          # F = 1, B = 2 = I + W
-    for m in (*range(1, 17), 24, 32, 48, 64):
+    for m in (*range(1, 17), 24, 32):
         if schedule_problem(name, p, m, v) or not theory.closed_form_holds(name, p, m, v):
             continue
         placement = placement_for(name, p, v)
