@@ -27,7 +27,7 @@ def browser():
         if os.environ.get("PPBENCH_BROWSER_REQUIRED") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install -e '.[test]')")
+    from selenium import webdriver  # in the test extra, as README's install command has it
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()

@@ -15,10 +15,9 @@ from ppbench.plan.arrays import OP_F, OP_I, OP_W, ScheduleArrays, from_actions, 
 from ppbench.plan.schedules import SCHEDULES, schedule_problem
 from ppbench.plan.split import balanced_split
 
-__all__ = ["Candidate", "MAX_WORLD", "divisors", "chunk_options", "enumerate_candidates", "partition",
+__all__ = ["Candidate", "divisors", "chunk_options", "enumerate_candidates", "partition",
            "stage_table", "rank_memory", "candidate_arrays", "OPTIMIZER_STATES"]
 
-MAX_WORLD = 1 << 20
 #: optimizer state per parameter, in parameter sizes (SGD momentum; Adam's two moments)
 OPTIMIZER_STATES = {"sgd": 1, "adam": 2}
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -147,8 +148,6 @@ def calibrate(cfg: RunConfig, comm, rows: list[dict] | None, sizes: list[int], r
     a stage (the sum over its layers) to what it took in the pipeline, where ranks compute side by
     side; and the optimizer's scale. Rank 0 returns the machine record (``rows``: the profiled
     layers, there); the other ranks None."""
-    from dataclasses import replace
-
     from ppbench.measure.metrics import compute_times
     from ppbench.measure.results import read_run
     from ppbench.sim.calibrate import measured_samples
@@ -213,8 +212,6 @@ def _replica_skew(cfg: RunConfig, comm, size: int, repeats: int, synthetic: dict
     """How long, as a share of the step time, the gradient average waits for the slowest of n
     replicas doing the same work side by side (1F1B, p = 1, d = n, m = 2): per step, the longest
     ALLREDUCE event minus the shortest (the fastest replica waits that long), over the step time."""
-    from dataclasses import replace
-
     from ppbench.measure.results import read_run
 
     n = comm.Get_size()
@@ -310,7 +307,7 @@ def run_profile(cfg: RunConfig, comm, sizes: list[int], repeats: int, synthetic:
         env["device_used"] = str(device)
         gathered = comm.gather(profile_layers(cfg, sizes, repeats, device), root=0)
         layers = _median_over_ranks(gathered) if comm.Get_rank() == 0 else None
-        per_sample = _message_bytes(replace_batch(cfg, 1))
+        per_sample = _message_bytes(replace(cfg, dp=1, microbatches=1, global_batch=1))   # one sample
         model_fields = {"model": cfg.model, "size": cfg.size, **cfg.dimensions()}
     else:
         layers = synthetic_layers(synthetic["layers"], synthetic["t_fwd"], synthetic["t_bwd"], sizes)
@@ -337,13 +334,6 @@ def run_profile(cfg: RunConfig, comm, sizes: list[int], repeats: int, synthetic:
             "microbatch_sizes": list(sizes), "message_bytes_per_sample": int(per_sample), "layers": layers,
             "machine": machine, "environment": {**env, "profile_ranks": n, "repeats": repeats,
                                                 "mpi_wtick": MPI.Wtick()}}
-
-
-def replace_batch(cfg: RunConfig, microbatch_size: int) -> RunConfig:
-    """``cfg`` with one microbatch of ``microbatch_size`` samples."""
-    from dataclasses import replace
-
-    return replace(cfg, dp=1, microbatches=1, global_batch=microbatch_size)
 
 
 def _median_over_ranks(gathered: list[list[dict]]) -> list[dict]:

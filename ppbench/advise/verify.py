@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ppbench.advise.predict import Prediction
+from ppbench.advise.predict import Prediction, split_text
 from ppbench.advise.profile_file import Profile
 from ppbench.config import ConfigError, RunConfig
 
@@ -31,8 +31,7 @@ def run_config(profile: Profile, pred: Prediction, batch: int, repeats: int) -> 
                          message_bytes=max(4, profile.message_bytes_per_sample * c.microbatch_size), **common)
     model = {k: v for k, v in profile.model.items() if k in ("model", "size", "layers", "width", "heads", "embd",
                                                               "context", "vocab")}
-    split = ",".join(str(len(r)) for r in c.split)
-    return RunConfig(**model, split=split, **common)
+    return RunConfig(**model, split=split_text(c.split), **common)
 
 
 def default_candidate(ranked: list[Prediction], top: Prediction) -> Prediction | None:
@@ -62,7 +61,7 @@ def verify(profile: Profile, ranked: list[Prediction], k: int, batch: int, resul
         try:
             cfg.validate()
         except ConfigError as exc:
-            rows.append(_row(position, pred, why, None, f"not runnable: {exc}"))
+            rows.append(_row(position, pred, why, [], f"not runnable: {exc}"))
             continue
         configs.append((position, pred, why, cfg))
     by_key: dict[str, list] = {}
@@ -90,18 +89,14 @@ def _with_measured_compute(profile: Profile, pred: Prediction, runs: list, measu
     nan = float("nan")
     if not runs:
         return {"compute_ratio": nan, "predicted_with_measured_compute": nan, "error_with_measured_compute": nan}
-    ops = ("F", "I", "W", "B")
-    measured_compute = {op: np.nanmedian([r.meta["summary"]["compute_time_per_stage"][op] for r in runs], axis=0)
-                        if any(np.isfinite(r.meta["summary"]["compute_time_per_stage"][op]).any() for r in runs)
-                        else None for op in ops}
-    stage_compute = {op: list(v) for op, v in measured_compute.items() if v is not None}
+    stage_compute = {}
+    for op in ("F", "I", "W", "B"):
+        per_run = np.array([r.meta["summary"]["compute_time_per_stage"][op] for r in runs], dtype=float)
+        if np.isfinite(per_run).any():            # ops the schedule ran: medians over rounds, per stage
+            stage_compute[op] = list(np.nanmedian(per_run, axis=0))
     again = predict(profile, copy(pred.candidate), stage_compute=stage_compute)
-    planned = predict(profile, copy(pred.candidate))
-    ratios = []
-    if again is not None and planned is not None:
-        for op, values in stage_compute.items():
-            expected = planned.stage_compute[op]
-            ratios += [m / e for m, e in zip(values, expected) if np.isfinite(m) and e > 0]
+    ratios = [m / e for op, values in stage_compute.items() for m, e in zip(values, pred.stage_compute[op])
+              if np.isfinite(m) and e > 0]
     with_compute = again.iteration_time if again is not None else nan
     return {"compute_ratio": float(np.median(ratios)) if ratios else nan,
             "predicted_with_measured_compute": with_compute,
@@ -119,7 +114,7 @@ def _row(position: int, pred: Prediction, why: str, runs: list, note: str) -> di
     measured = median("iteration_time_median")
     each = [r.meta["summary"]["iteration_time_median"] for r in runs]
     return {"predicted_rank": position, "why": why, "schedule": c.label, "p": c.p, "d": c.d, "m": c.m, "v": c.v,
-            "split": ",".join(str(len(r)) for r in c.split), "predicted_iteration_time": pred.iteration_time,
+            "split": split_text(c.split), "predicted_iteration_time": pred.iteration_time,
             "predicted_step_time": pred.step_time, "predicted_bubble": pred.bubble,
             "measured_iteration_time": measured, "measured_min": min(each, default=nan),
             "measured_max": max(each, default=nan), "rounds": len(runs),

@@ -25,7 +25,7 @@ import pandas as pd
 from ppbench.measure.results import Run
 
 __all__ = ["Finding", "THEORY_GAP", "findings", "winners", "theory_departures", "efficiency", "pytorch",
-           "workload_label", "schedule_label", "file_label", "attributions", "advice", "KINDS"]
+           "workload_label", "schedule_label", "file_label", "attributions", "advice", "KINDS", "pytorch_pairs"]
 
 #: the kinds of finding in page order, with their headings
 KINDS = {"winners": "Which schedule is fastest", "theory": "Bubble against theory",
@@ -35,6 +35,20 @@ KINDS = {"winners": "Which schedule is fastest", "theory": "Bubble against theor
 #: measured bubble further than this from its closed form is a finding
 THEORY_GAP = 0.05
 _SAME_CONFIG = ["workload", "model", "size", "dtype", "dp", "pp", "microbatches"]
+
+
+def pytorch_pairs(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ppbench's executor joined with --impl torch rows of the same schedule and configuration
+    (the PyTorch side's columns end in ``_torch``)."""
+    return table[table["impl"] == "torch"].merge(table[table["impl"] == "ppbench"], on=["schedule", *_SAME_CONFIG],
+                                                  suffixes=("_torch", ""))
+
+
+def _beside_theory(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(configurations with p > 1 and a closed form, run by ppbench's executor; those more than
+    THEORY_GAP away from it)."""
+    rows = table[(table["pp"] > 1) & table["bubble_theory"].notna() & (table["impl"] == "ppbench")]
+    return rows, rows[(rows["bubble"] - rows["bubble_theory"]).abs() > THEORY_GAP]
 
 
 @dataclass
@@ -98,9 +112,7 @@ def theory_departures(table: pd.DataFrame, attribution: dict[str, dict] | None =
     """Configurations whose measured bubble is more than THEORY_GAP from the closed form, with what the
     simulation of the run's own costs attributes the gap to (``attribution``: config key ->
     :func:`ppbench.sim.calibrate.bubble_attribution`; missing keys are described without it)."""
-    rows = table[(table["pp"] > 1) & table["bubble_theory"].notna() & (table["impl"] == "ppbench")]
-    gap = rows["bubble"] - rows["bubble_theory"]
-    far = rows[gap.abs() > THEORY_GAP]
+    rows, far = _beside_theory(table)
     attribution = attribution or {}
     details, causes = [], Counter()
     for _, r in far.iterrows():
@@ -153,11 +165,7 @@ def efficiency(table: pd.DataFrame) -> list[Finding]:
 
 def pytorch(table: pd.DataFrame) -> list[Finding]:
     """ppbench's executor against torch.distributed.pipelining where both ran the same configuration."""
-    torch_rows = table[table["impl"] == "torch"]
-    if torch_rows.empty:
-        return []
-    own = table[table["impl"] == "ppbench"]
-    pairs = torch_rows.merge(own, on=["schedule", *_SAME_CONFIG], suffixes=("_torch", ""))
+    pairs = pytorch_pairs(table)
     if pairs.empty:
         return []
     ratio = pairs["step_time_ms"] / pairs["step_time_ms_torch"]
@@ -206,8 +214,7 @@ def attributions(runs: list[Run], table: pd.DataFrame) -> dict[str, dict]:
     """bubble_attribution for one run of each configuration whose bubble departs from theory."""
     from ppbench.sim.calibrate import bubble_attribution
 
-    rows = table[(table["pp"] > 1) & table["bubble_theory"].notna() & (table["impl"] == "ppbench")]
-    wanted = set(rows.loc[(rows["bubble"] - rows["bubble_theory"]).abs() > THEORY_GAP, "config_key"])
+    wanted = set(_beside_theory(table)[1]["config_key"])
     out = {}
     for run in runs:
         key = run.meta["config_key"]

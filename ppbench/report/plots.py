@@ -279,10 +279,9 @@ def efficiency(table: pd.DataFrame, path: Path) -> Path | None:
 
 def pytorch_pairs(table: pd.DataFrame, path: Path) -> Path | None:
     """Step time of ppbench's executor and of torch.distributed.pipelining on the same configurations."""
-    from ppbench.report.findings import _SAME_CONFIG, workload_label
+    from ppbench.report.findings import pytorch_pairs, workload_label
 
-    pairs = table[table["impl"] == "torch"].merge(table[table["impl"] == "ppbench"], on=["schedule", *_SAME_CONFIG],
-                                                  suffixes=("_torch", ""))
+    pairs = pytorch_pairs(table)
     if pairs.empty:
         return None
     labels = [f"{r['schedule']} p{r['pp']} m{r['microbatches']} {workload_label(r)}" for _, r in pairs.iterrows()]

@@ -222,7 +222,8 @@ def _matches(run: Run, wanted: dict[str, str]) -> bool:
 
 
 def load_advice(directory: str) -> list[dict]:
-    """Every ``ppbench advise`` record (advice-*.json) under ``directory``, oldest first."""
+    """Every ``ppbench advise`` record under ``directory`` (any ``*.json`` whose format says so; other
+    JSON, such as profiles, is passed over), in path order."""
     import json
 
     found = []

@@ -11,10 +11,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from ppbench.model_configs import PRESETS, GPTConfig, MLPConfig, model_config
-from ppbench.run.partition import balanced_split
 from ppbench.user_models import UserModel, build_user_layers
 
-__all__ = ["MLPConfig", "GPTConfig", "PRESETS", "model_config", "build_layers", "stage_split", "make_batch", "loss_fn",
+__all__ = ["MLPConfig", "GPTConfig", "PRESETS", "model_config", "build_layers", "make_batch", "loss_fn",
            "activation_shape"]
 
 
@@ -114,11 +113,6 @@ def _layer(cfg: MLPConfig | GPTConfig, i: int) -> nn.Module:
     if i == 0:
         return Embedding(cfg)
     return Block(cfg) if i <= cfg.n_layer else Head(cfg)
-
-
-def stage_split(cfg: Model, stages: int) -> list[range]:
-    """Layer index ranges of each stage, balanced by parameter count (counted without building)."""
-    return balanced_split(cfg.layer_parameters(), stages)
 
 
 def make_batch(cfg: Model, batch: int, seed: int, step: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:

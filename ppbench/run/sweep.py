@@ -88,9 +88,9 @@ def claim(directory: str | Path, key: str) -> Path | None:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            host, _, pid = path.read_text().partition(" ") if path.exists() else ("", "", "")
+            host, pid = _holder(path)
             here = host == socket.gethostname()
-            if (here and pid.isdigit() and alive(int(pid))) or (host and not here):
+            if (here and pid is not None and alive(pid)) or (host and not here):
                 return None
             path.unlink(missing_ok=True)              # stale: its sweep was killed
             continue
@@ -100,16 +100,22 @@ def claim(directory: str | Path, key: str) -> Path | None:
     return None
 
 
+def _holder(path: Path) -> tuple[str, int | None]:
+    """(host, pid) written in a claim file; ("", None) when it is gone or unreadable, pid None when not a number."""
+    try:
+        host, _, pid = path.read_text().partition(" ")
+    except OSError:
+        return "", None
+    return host, int(pid) if pid.isdigit() else None
+
+
 def remove_stale_claims(directory: str | Path) -> list[Path]:
     """Remove claim files left by sweeps on this host that are no longer alive (a sweep killed just after
     its run finished leaves the claim of a configuration no later sweep needs to touch)."""
     removed = []
     for path in Path(directory).glob(".*.claim"):
-        try:
-            host, _, pid = path.read_text().partition(" ")
-        except OSError:
-            continue
-        if host == socket.gethostname() and pid.isdigit() and not alive(int(pid)):
+        host, pid = _holder(path)
+        if host == socket.gethostname() and pid is not None and not alive(pid):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
